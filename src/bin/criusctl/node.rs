@@ -1,0 +1,66 @@
+//! Runtime-wide commands: version, info.
+
+use crate::endpoint::Settings;
+use crate::output::{Format, print_structured};
+use anyhow::Context;
+use crius::cri;
+use serde_json::{Map, Value, json};
+
+#[derive(clap::Args)]
+pub struct VersionArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value = "table")]
+    output: Format,
+}
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value = "json")]
+    output: Format,
+    /// Ask for the runtime's verbose details (config, handlers, ...)
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    verbose: bool,
+}
+
+pub async fn version(settings: &Settings, args: VersionArgs) -> anyhow::Result<()> {
+    let mut client = settings.runtime().await?;
+    let v = client
+        .version(cri::VersionRequest { version: "v1".into() })
+        .await
+        .context("getting the runtime version")?
+        .into_inner();
+    match args.output {
+        Format::Table => {
+            println!("Version:  {}", v.version);
+            println!("RuntimeName:  {}", v.runtime_name);
+            println!("RuntimeVersion:  {}", v.runtime_version);
+            println!("RuntimeApiVersion:  {}", v.runtime_api_version);
+            Ok(())
+        }
+        format => print_structured(&v, format),
+    }
+}
+
+/// Like `crictl info`: the status conditions, handlers and features, with the
+/// runtime's verbose info entries (JSON strings) spliced in as objects.
+pub async fn info(settings: &Settings, args: InfoArgs) -> anyhow::Result<()> {
+    let mut client = settings.runtime().await?;
+    let status = client
+        .status(cri::StatusRequest { verbose: args.verbose })
+        .await
+        .context("getting the runtime status")?
+        .into_inner();
+    let mut doc = Map::new();
+    doc.insert("status".into(), serde_json::to_value(&status.status)?);
+    doc.insert("runtimeHandlers".into(), serde_json::to_value(&status.runtime_handlers)?);
+    doc.insert("features".into(), serde_json::to_value(&status.features)?);
+    let mut keys: Vec<_> = status.info.keys().cloned().collect();
+    keys.sort();
+    for key in keys {
+        let raw = &status.info[&key];
+        doc.insert(key, serde_json::from_str(raw).unwrap_or_else(|_| json!(raw)));
+    }
+    let format = if args.output == Format::Table { Format::Json } else { args.output };
+    print_structured(&Value::Object(doc), format)
+}

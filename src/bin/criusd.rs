@@ -1,0 +1,107 @@
+//! criusd: the crius CRI daemon.
+
+use clap::{Parser, Subcommand};
+use crius::config::{self, Config, LogFormat, Overrides};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "criusd", version, about = "crius: a Kubernetes container runtime serving the CRI")]
+struct Cli {
+    /// Configuration file [default: /etc/crius/config.toml, if present]
+    #[arg(long, value_name = "PATH", env = "CRIUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Unix socket to serve the CRI on (config: listen)
+    #[arg(long, value_name = "PATH")]
+    listen: Option<PathBuf>,
+    /// Durable data directory (config: root)
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Runtime state directory (config: state)
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Log filter, e.g. info or debug (config: log_level)
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log output format (config: log_format)
+    #[arg(long, value_parser = ["plain", "json"])]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect the configuration
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the built-in default configuration, with its comments
+    Default,
+    /// Print the effective configuration (file and flags applied) as TOML
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Config { action: ConfigAction::Default }) = cli.command {
+        print!("{}", config::DEFAULT_TOML);
+        return ExitCode::SUCCESS;
+    }
+    let config = match load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("criusd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config { action: ConfigAction::Show }) = cli.command {
+        match toml::to_string(&config) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("criusd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = crius::telemetry::init(&config.log_level, config.log_format) {
+        eprintln!("criusd: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("criusd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crius::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("criusd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<Config, config::ConfigError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    config.apply(Overrides {
+        listen: cli.listen.clone(),
+        root: cli.root.clone(),
+        state: cli.state.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.as_deref().map(|f| match f {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Plain,
+        }),
+    })?;
+    Ok(config)
+}

@@ -1,0 +1,153 @@
+//! criusd's life: take the socket lock, open the store, probe the node, serve,
+//! and shut down gracefully on SIGTERM/SIGINT.
+//!
+//! Invariants:
+//! - At most one criusd serves a socket: the lock file `<listen>.lock` is held
+//!   (flock) for the daemon's lifetime and released by the kernel if it dies,
+//!   so a stale socket left by a crash is replaced, a live one never is.
+//! - Stopping criusd never stops containers: they belong to their shims.
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::store::Store;
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long in-flight RPCs (and open streams) get after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Holds `<socket>.lock` while the daemon runs.
+pub struct SocketLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl SocketLock {
+    pub fn acquire(socket: &Path) -> anyhow::Result<SocketLock> {
+        let path = lock_path(socket);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, _)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                bail!(
+                    "another criusd (pid {}) is serving {}; lock file {}",
+                    pid.trim(),
+                    socket.display(),
+                    path.display()
+                );
+            }
+        };
+        lock.set_len(0)?;
+        lock.rewind()?;
+        write!(lock, "{}", std::process::id())?;
+        Ok(SocketLock { _lock: lock, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_os_string();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let socket = config.listen.clone();
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    // The lock comes first: a daemon that must not run touches nothing else.
+    let lock = SocketLock::acquire(&socket)?;
+    for dir in [&config.root, &config.state] {
+        create_private_dir(dir)?;
+    }
+    let store = Store::open(&config.root)?;
+    let runtime = Arc::new(Runtime::new(config, store)?);
+    let listener = bind(&socket)?;
+    tracing::info!(
+        socket = %socket.display(),
+        root = %runtime.config.root.display(),
+        state = %runtime.config.state.display(),
+        cgroups = ?runtime.cgroups,
+        version = env!("CARGO_PKG_VERSION"),
+        "criusd serving"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = crate::server::serve(runtime, listener, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(server);
+    let signal_name = tokio::select! {
+        result = &mut server => {
+            result.context("gRPC server failed")?;
+            "none"
+        }
+        name = termination_signal() => name?,
+    };
+    tracing::info!(signal = signal_name, "shutting down: no new RPCs, containers keep running");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+        tracing::warn!("RPCs still open after {SHUTDOWN_GRACE:?}; leaving them");
+    }
+    // Remove the socket before releasing the lock, so a successor never sees ours.
+    let _ = std::fs::remove_file(&socket);
+    drop(lock);
+    tracing::info!("criusd stopped");
+    Ok(())
+}
+
+async fn termination_signal() -> anyhow::Result<&'static str> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Binds the socket with mode 0660, replacing a stale socket (the caller holds
+/// the lock, so no live daemon owns it). Anything that is not a socket is left
+/// alone and reported.
+fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            tracing::info!(socket = %socket.display(), "replacing stale socket");
+            std::fs::remove_file(socket)?;
+        }
+        Ok(_) => bail!("{} exists and is not a socket; not replacing it", socket.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", socket.display())),
+    }
+    let listener =
+        tokio::net::UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Others may traverse (kubelet reads logs and sockets below) but not list.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot set mode of {}", dir.display()))
+}

@@ -1,0 +1,23 @@
+//! crius: a Kubernetes container runtime serving the CRI (runtime.v1).
+//!
+//! Domain modules own their data and cleanup and know nothing of gRPC; the
+//! `server` module is the thin gRPC layer on top. See ARCHITECTURE.md.
+
+pub mod cgroups;
+pub mod client;
+pub mod config;
+pub mod cri;
+pub mod daemon;
+pub mod error;
+pub mod handlers;
+pub mod network;
+pub mod runtime;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+
+/// The runtime name reported by `Version`.
+pub const RUNTIME_NAME: &str = "crius";
+/// The CRI API version served.
+pub const CRI_API_VERSION: &str = "v1";

@@ -1,0 +1,66 @@
+//! Pod networking: which network provider serves pods and whether it is ready.
+//!
+//! A CNI network config in `network.cni_conf_dir` wins; without one, pods will
+//! use crius's built-in bridge network (not implemented yet, so `Status`
+//! reports NetworkReady=false with the reason).
+
+pub mod cni_config;
+
+use crate::config::NetworkSection;
+use serde::Serialize;
+
+/// The answer behind the `NetworkReady` condition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// CamelCase reason when not ready.
+    pub reason: String,
+    pub message: String,
+    /// "cni" with the network name, or "none".
+    pub provider: String,
+}
+
+/// Looks at the CNI config dir and plugin dirs now (kubelet polls `Status`
+/// every few seconds, so a config dropped in later is noticed).
+pub fn readiness(config: &NetworkSection) -> Readiness {
+    match cni_config::load_first(&config.cni_conf_dir) {
+        Ok(Some(list)) => match list.missing_plugins(&config.cni_bin_dirs).as_slice() {
+            [] => Readiness {
+                ready: true,
+                reason: String::new(),
+                message: String::new(),
+                provider: format!("cni:{}", list.name),
+            },
+            missing => Readiness {
+                ready: false,
+                reason: "CNIPluginNotFound".into(),
+                message: format!(
+                    "CNI network {:?} ({}) needs plugins {missing:?}, not found in {}",
+                    list.name,
+                    list.file.display(),
+                    join_dirs(&config.cni_bin_dirs)
+                ),
+                provider: format!("cni:{}", list.name),
+            },
+        },
+        Ok(None) => Readiness {
+            ready: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: format!(
+                "no CNI network config in {} and crius's built-in network is not implemented yet",
+                config.cni_conf_dir.display()
+            ),
+            provider: "none".into(),
+        },
+        Err(e) => Readiness {
+            ready: false,
+            reason: "CNIConfigUnreadable".into(),
+            message: e.to_string(),
+            provider: "none".into(),
+        },
+    }
+}
+
+fn join_dirs(dirs: &[std::path::PathBuf]) -> String {
+    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+}

@@ -1,0 +1,111 @@
+//! The gRPC layer: thin adapters from CRI calls to the domain modules.
+//!
+//! Every RPC goes through [`rpc`], which gives it a tracing span (method, object
+//! id), its duration and result code in the log; domain errors become gRPC
+//! statuses in [`to_status`] and nowhere else.
+
+mod image_service;
+mod runtime_service;
+
+use crate::client::MAX_MESSAGE_BYTES;
+use crate::cri::image_service_server::ImageServiceServer;
+use crate::cri::runtime_service_server::RuntimeServiceServer;
+use crate::error::{Classify, ErrorKind};
+use crate::runtime::Runtime;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Code, Response, Status};
+use tracing::Instrument;
+
+/// The response type of server-streaming RPCs.
+pub type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Serves RuntimeService and ImageService on `listener` until `shutdown`.
+pub async fn serve(
+    runtime: Arc<Runtime>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let service = CriService { runtime };
+    tonic::transport::Server::builder()
+        .add_service(
+            RuntimeServiceServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ImageServiceServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// Implements both CRI services over the shared runtime.
+#[derive(Clone)]
+pub struct CriService {
+    runtime: Arc<Runtime>,
+}
+
+impl CriService {
+    /// Runs blocking domain work (disk, fsync, child processes) off the async
+    /// workers.
+    async fn blocking<T, E>(&self, work: impl FnOnce(&Runtime) -> Result<T, E> + Send + 'static) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        E: Classify + Send + 'static,
+    {
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || work(&runtime))
+            .await
+            .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+            .map_err(to_status)
+    }
+}
+
+/// Runs one RPC in its span and logs how it ended.
+pub(crate) async fn rpc<T>(
+    method: &'static str,
+    object: &str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    let span = tracing::info_span!("rpc", method, id = object);
+    let started = Instant::now();
+    let result = call.instrument(span.clone()).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    span.in_scope(|| match &result {
+        Ok(_) => tracing::debug!(code = "Ok", elapsed_ms, "rpc done"),
+        Err(s) if s.code() == Code::Unimplemented => {
+            tracing::info!(code = ?s.code(), elapsed_ms, "rpc not implemented")
+        }
+        Err(s) => tracing::warn!(code = ?s.code(), message = s.message(), elapsed_ms, "rpc failed"),
+    });
+    result.map(Response::new)
+}
+
+/// The answer of every RPC that crius does not implement yet.
+pub(crate) async fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
+    rpc(method, "", async move {
+        Err(Status::unimplemented(format!("{method} is not implemented by crius yet")))
+    })
+    .await
+}
+
+/// The one place where domain errors become gRPC statuses.
+pub fn to_status<E: Classify>(error: E) -> Status {
+    let code = match error.kind() {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Internal => Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}
