@@ -74,7 +74,8 @@ fn annotate_fields(
             ));
         }
         if !attrs.is_empty() {
-            builder = builder.field_attribute(&field_path, format!("#[serde({})]", attrs.join(", ")));
+            builder =
+                builder.field_attribute(&field_path, format!("#[serde({})]", attrs.join(", ")));
         }
     }
     for nested in &message.nested_type {

@@ -9,7 +9,6 @@ use serde::Serialize;
 use std::path::Path;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,13 +36,20 @@ pub struct CgroupInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("runtime.cgroup_driver = \"systemd\" but systemd is not running on this node (no /run/systemd/system)")]
+#[error(
+    "runtime.cgroup_driver = \"systemd\" but systemd is not running on this node (no /run/systemd/system)"
+)]
 pub struct NoSystemd;
 
 impl CgroupInfo {
     pub fn detect(setting: CgroupDriverSetting) -> Result<CgroupInfo, NoSystemd> {
-        let hierarchy = if is_cgroup2(Path::new(CGROUP_ROOT)) { Hierarchy::V2 } else { Hierarchy::V1 };
-        let hybrid = hierarchy == Hierarchy::V1 && is_cgroup2(&Path::new(CGROUP_ROOT).join("unified"));
+        let hierarchy = if is_cgroup2(Path::new(CGROUP_ROOT)) {
+            Hierarchy::V2
+        } else {
+            Hierarchy::V1
+        };
+        let hybrid =
+            hierarchy == Hierarchy::V1 && is_cgroup2(&Path::new(CGROUP_ROOT).join("unified"));
         let systemd_runs = Path::new("/run/systemd/system").is_dir();
         let driver = match setting {
             CgroupDriverSetting::Cgroupfs => Driver::Cgroupfs,
@@ -52,13 +58,17 @@ impl CgroupInfo {
             CgroupDriverSetting::Auto if systemd_runs => Driver::Systemd,
             CgroupDriverSetting::Auto => Driver::Cgroupfs,
         };
-        Ok(CgroupInfo { hierarchy, hybrid, driver })
+        Ok(CgroupInfo {
+            hierarchy,
+            hybrid,
+            driver,
+        })
     }
 }
 
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|fs| fs.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

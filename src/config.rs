@@ -96,7 +96,8 @@ pub struct Overrides {
 
 impl Default for Config {
     fn default() -> Self {
-        parse(DEFAULT_TOML, Path::new(BUILTIN)).expect("the built-in default configuration is valid")
+        parse(DEFAULT_TOML, Path::new(BUILTIN))
+            .expect("the built-in default configuration is valid")
     }
 }
 
@@ -110,14 +111,22 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => parse(&text, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
 
     /// Applies command-line flags and checks the result.
     pub fn apply(&mut self, flags: Overrides) -> Result<(), ConfigError> {
-        let Overrides { listen, root, state, log_level, log_format } = flags;
+        let Overrides {
+            listen,
+            root,
+            state,
+            log_level,
+            log_format,
+        } = flags;
         self.listen = listen.unwrap_or(std::mem::take(&mut self.listen));
         self.root = root.unwrap_or(std::mem::take(&mut self.root));
         self.state = state.unwrap_or(std::mem::take(&mut self.state));
@@ -133,15 +142,29 @@ impl Config {
             key: key.to_string(),
             message,
         };
-        for (key, value) in [("listen", &self.listen), ("root", &self.root), ("state", &self.state)] {
+        for (key, value) in [
+            ("listen", &self.listen),
+            ("root", &self.root),
+            ("state", &self.state),
+        ] {
             if !value.is_absolute() {
-                return Err(bad(key, format!("{} is not an absolute path", value.display())));
+                return Err(bad(
+                    key,
+                    format!("{} is not an absolute path", value.display()),
+                ));
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
-            return Err(bad("log_level", format!("{:?} is not a log filter: {e}", self.log_level)));
+            return Err(bad(
+                "log_level",
+                format!("{:?} is not a log filter: {e}", self.log_level),
+            ));
         }
-        if !self.runtime.handlers.contains_key(&self.runtime.default_handler) {
+        if !self
+            .runtime
+            .handlers
+            .contains_key(&self.runtime.default_handler)
+        {
             let known: Vec<&str> = self.runtime.handlers.keys().map(String::as_str).collect();
             return Err(bad(
                 "runtime.default_handler",
@@ -160,7 +183,10 @@ impl Config {
             }
         }
         if self.network.cni_bin_dirs.is_empty() {
-            return Err(bad("network.cni_bin_dirs", "at least one directory is needed".into()));
+            return Err(bad(
+                "network.cni_bin_dirs",
+                "at least one directory is needed".into(),
+            ));
         }
         Ok(())
     }
@@ -178,13 +204,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     merge(&mut merged, user, "", &origin)?;
     // Unknown keys and wrong types were caught by `merge`; what is left is a
     // bad value, such as an unknown enum variant.
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
-        ConfigError::BadValue {
-            origin: origin.clone(),
-            key: e.path().to_string(),
-            message: e.inner().to_string(),
-        }
-    })?;
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+            ConfigError::BadValue {
+                origin: origin.clone(),
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            }
+        })?;
     config.validate(&origin)?;
     Ok(config)
 }
@@ -192,12 +219,25 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
 /// Deep-merges `user` into `base`. A key the default lacks is unknown, except
 /// under open tables (`runtime.handlers`), whose entries take the shape of the
 /// default's first entry; a value whose type differs from the default's is bad.
-fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str, origin: &str) -> Result<(), ConfigError> {
+fn merge(
+    base: &mut toml::Table,
+    user: toml::Table,
+    prefix: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
     const OPEN_TABLES: &[&str] = &["runtime.handlers"];
     let open = OPEN_TABLES.contains(&prefix);
-    let template = if open { base.values().next().cloned() } else { None };
+    let template = if open {
+        base.values().next().cloned()
+    } else {
+        None
+    };
     for (key, value) in user {
-        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         let existing = match base.get_mut(&key) {
             Some(existing) => existing,
             None => match &template {
@@ -219,7 +259,11 @@ fn merge(base: &mut toml::Table, user: toml::Table, prefix: &str, origin: &str) 
                 return Err(ConfigError::BadValue {
                     origin: origin.to_string(),
                     key: full,
-                    message: format!("expected {}, found {}", existing.type_str(), value.type_str()),
+                    message: format!(
+                        "expected {}, found {}",
+                        existing.type_str(),
+                        value.type_str()
+                    ),
                 });
             }
         }
@@ -265,23 +309,39 @@ mod tests {
     #[test]
     fn unknown_keys_are_named() {
         let err = parse_str("[runtime]\ncgroups = \"v2\"\n").unwrap_err();
-        assert!(err.to_string().contains("unknown key `runtime.cgroups`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown key `runtime.cgroups`"),
+            "{err}"
+        );
         let err = parse_str("[runtime.handlers.x]\nbinary = \"x\"\npath = \"y\"\n").unwrap_err();
-        assert!(err.to_string().contains("`runtime.handlers.x.path`"), "{err}");
+        assert!(
+            err.to_string().contains("`runtime.handlers.x.path`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_types_and_values_are_named() {
         let err = parse_str("listen = 5\n").unwrap_err();
-        assert!(err.to_string().contains("key `listen`: expected string, found integer"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("key `listen`: expected string, found integer"),
+            "{err}"
+        );
         let err = parse_str("log_format = \"xml\"\n").unwrap_err();
         assert!(err.to_string().contains("key `log_format`"), "{err}");
         let err = parse_str("[runtime]\ncgroup_driver = \"v3\"\n").unwrap_err();
-        assert!(err.to_string().contains("key `runtime.cgroup_driver`"), "{err}");
+        assert!(
+            err.to_string().contains("key `runtime.cgroup_driver`"),
+            "{err}"
+        );
         let err = parse_str("state = \"relative/dir\"\n").unwrap_err();
         assert!(err.to_string().contains("key `state`"), "{err}");
         let err = parse_str("[runtime]\ndefault_handler = \"kata\"\n").unwrap_err();
-        assert!(err.to_string().contains("key `runtime.default_handler`"), "{err}");
+        assert!(
+            err.to_string().contains("key `runtime.default_handler`"),
+            "{err}"
+        );
         let err = parse_str("log_level = \"info,[[\"\n").unwrap_err();
         assert!(err.to_string().contains("key `log_level`"), "{err}");
     }
@@ -289,18 +349,32 @@ mod tests {
     #[test]
     fn flags_override_and_are_checked() {
         let mut config = Config::default();
-        let flags = Overrides { root: Some("/srv/r".into()), ..Default::default() };
+        let flags = Overrides {
+            root: Some("/srv/r".into()),
+            ..Default::default()
+        };
         config.apply(flags).unwrap();
         assert_eq!(config.root, Path::new("/srv/r"));
         assert_eq!(config.state, Config::default().state);
-        let err = config.apply(Overrides { state: Some("rel".into()), ..Default::default() }).unwrap_err();
-        assert!(err.to_string().contains("command line: key `state`"), "{err}");
+        let err = config
+            .apply(Overrides {
+                state: Some("rel".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("command line: key `state`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_file() {
         let err = parse_str("listen = \n").unwrap_err();
-        assert!(err.to_string().contains("test.toml is not valid TOML"), "{err}");
+        assert!(
+            err.to_string().contains("test.toml is not valid TOML"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -85,7 +85,13 @@ mod tests {
         assert_eq!((meta.name.as_str(), meta.attempt), ("web", 1));
         assert_eq!(config.log_directory, "/tmp/logs");
         assert_eq!(config.port_mappings[0].host_port, 8080);
-        let ns = config.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = config
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!(ns.network(), NamespaceMode::Node);
         assert_eq!(ns.pid(), NamespaceMode::Container);
     }

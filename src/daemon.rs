@@ -74,7 +74,8 @@ pub fn lock_path(socket: &Path) -> PathBuf {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let socket = config.listen.clone();
     if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     // The lock comes first: a daemon that must not run touches nothing else.
     let lock = SocketLock::acquire(&socket)?;
@@ -105,9 +106,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         name = termination_signal() => name?,
     };
-    tracing::info!(signal = signal_name, "shutting down: no new RPCs, containers keep running");
+    tracing::info!(
+        signal = signal_name,
+        "shutting down: no new RPCs, containers keep running"
+    );
     let _ = stop_tx.send(());
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
         tracing::warn!("RPCs still open after {SHUTDOWN_GRACE:?}; leaving them");
     }
     // Remove the socket before releasing the lock, so a successor never sees ours.
@@ -135,12 +142,15 @@ fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
             tracing::info!(socket = %socket.display(), "replacing stale socket");
             std::fs::remove_file(socket)?;
         }
-        Ok(_) => bail!("{} exists and is not a socket; not replacing it", socket.display()),
+        Ok(_) => bail!(
+            "{} exists and is not a socket; not replacing it",
+            socket.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", socket.display())),
     }
-    let listener =
-        tokio::net::UnixListener::bind(socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }

@@ -73,7 +73,11 @@ impl Handlers {
     /// `None` when no such handler is configured.
     pub fn get(&self, name: &str) -> Option<HandlerInfo> {
         let name = if name.is_empty() { &self.default } else { name };
-        self.probed.read().expect("handlers lock").get(name).cloned()
+        self.probed
+            .read()
+            .expect("handlers lock")
+            .get(name)
+            .cloned()
     }
 
     /// Every handler, re-probing the ones that were unusable.
@@ -87,14 +91,21 @@ impl Handlers {
             .map(|h| h.name.clone())
             .collect();
         if !stale.is_empty() {
-            let fresh: Vec<HandlerInfo> =
-                stale.iter().map(|name| probe_one(name, &self.configs[name])).collect();
+            let fresh: Vec<HandlerInfo> = stale
+                .iter()
+                .map(|name| probe_one(name, &self.configs[name]))
+                .collect();
             let mut probed = self.probed.write().expect("handlers lock");
             for info in fresh {
                 probed.insert(info.name.clone(), info);
             }
         }
-        self.probed.read().expect("handlers lock").values().cloned().collect()
+        self.probed
+            .read()
+            .expect("handlers lock")
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -108,14 +119,26 @@ fn probe_one(name: &str, config: &HandlerConfig) -> HandlerInfo {
         problem: None,
     };
     let Some(path) = info.path.clone() else {
-        info.problem = Some(format!("runtime binary {:?} not found in PATH", config.binary));
+        info.problem = Some(format!(
+            "runtime binary {:?} not found in PATH",
+            config.binary
+        ));
         return info;
     };
     match Command::new(&path).arg("--version").output() {
         Ok(out) if out.status.success() => {
-            info.version = String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string);
+            info.version = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_string);
         }
-        Ok(out) => info.problem = Some(format!("{} --version exited with {}", path.display(), out.status)),
+        Ok(out) => {
+            info.problem = Some(format!(
+                "{} --version exited with {}",
+                path.display(),
+                out.status
+            ))
+        }
         Err(e) => info.problem = Some(format!("cannot run {}: {e}", path.display())),
     }
     info.features.recursive_read_only_mounts = kernel_at_least(5, 12) && supports_rro(&path);
@@ -143,7 +166,9 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
         return false;
     };
     let release = uts.release().to_string_lossy().into_owned();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
     let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (a, b) >= (major, minor)
 }
@@ -151,12 +176,16 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 /// An absolute path as is, or a name looked up in PATH.
 pub fn find_executable(binary: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if binary.contains('/') {
         let path = PathBuf::from(binary);
         return is_exec(&path).then_some(path);
     }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let search = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&search)
         .map(|dir| dir.join(binary))
         .find(|p| is_exec(p))
@@ -169,7 +198,14 @@ mod tests {
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, HandlerConfig> {
         pairs
             .iter()
-            .map(|(n, b)| (n.to_string(), HandlerConfig { binary: b.to_string() }))
+            .map(|(n, b)| {
+                (
+                    n.to_string(),
+                    HandlerConfig {
+                        binary: b.to_string(),
+                    },
+                )
+            })
             .collect()
     }
 

@@ -47,7 +47,12 @@ impl Runtime {
     pub fn new(config: Config, store: Store) -> Result<Runtime, NoSystemd> {
         let cgroups = CgroupInfo::detect(config.runtime.cgroup_driver)?;
         let handlers = Handlers::probe(&config.runtime.default_handler, &config.runtime.handlers);
-        Ok(Runtime { config, store, handlers, cgroups })
+        Ok(Runtime {
+            config,
+            store,
+            handlers,
+            cgroups,
+        })
     }
 
     pub fn version(&self) -> cri::VersionResponse {
@@ -64,16 +69,27 @@ impl Runtime {
     /// when `verbose`, JSON details keyed by topic.
     pub fn status(&self, verbose: bool) -> Result<cri::StatusResponse, RuntimeError> {
         let handlers = self.handlers.refresh();
-        let default = handlers.iter().find(|h| h.name == self.handlers.default_name());
+        let default = handlers
+            .iter()
+            .find(|h| h.name == self.handlers.default_name());
         let runtime_ready = match default {
             Some(h) if h.usable() => condition("RuntimeReady", true, "", ""),
             Some(h) => condition(
                 "RuntimeReady",
                 false,
                 "RuntimeHandlerUnavailable",
-                &format!("default runtime handler {:?}: {}", h.name, h.problem.as_deref().unwrap_or("")),
+                &format!(
+                    "default runtime handler {:?}: {}",
+                    h.name,
+                    h.problem.as_deref().unwrap_or("")
+                ),
             ),
-            None => condition("RuntimeReady", false, "RuntimeHandlerUnavailable", "no default handler"),
+            None => condition(
+                "RuntimeReady",
+                false,
+                "RuntimeHandlerUnavailable",
+                "no default handler",
+            ),
         };
         let net = network::readiness(&self.config.network);
         let network_ready = condition("NetworkReady", net.ready, &net.reason, &net.message);
@@ -84,24 +100,42 @@ impl Runtime {
         };
         // "" names the default handler; then each handler under its own name.
         let mut runtime_handlers: Vec<cri::RuntimeHandler> = default
-            .map(|h| cri::RuntimeHandler { name: String::new(), features: Some(features(h)) })
+            .map(|h| cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(features(h)),
+            })
             .into_iter()
             .collect();
-        runtime_handlers.extend(
-            handlers
-                .iter()
-                .filter(|h| h.usable())
-                .map(|h| cri::RuntimeHandler { name: h.name.clone(), features: Some(features(h)) }),
-        );
+        runtime_handlers.extend(handlers.iter().filter(|h| h.usable()).map(|h| {
+            cri::RuntimeHandler {
+                name: h.name.clone(),
+                features: Some(features(h)),
+            }
+        }));
 
         let mut info = HashMap::new();
         if verbose {
             let json = |v: serde_json::Value| v.to_string();
-            info.insert("config".into(), json(serde_json::to_value(&self.config).unwrap_or_default()));
-            info.insert("cgroups".into(), json(serde_json::to_value(&self.cgroups).unwrap_or_default()));
-            info.insert("runtimeHandlers".into(), json(serde_json::to_value(&handlers).unwrap_or_default()));
-            info.insert("network".into(), json(serde_json::to_value(&net).unwrap_or_default()));
-            info.insert("podCIDRs".into(), json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()));
+            info.insert(
+                "config".into(),
+                json(serde_json::to_value(&self.config).unwrap_or_default()),
+            );
+            info.insert(
+                "cgroups".into(),
+                json(serde_json::to_value(&self.cgroups).unwrap_or_default()),
+            );
+            info.insert(
+                "runtimeHandlers".into(),
+                json(serde_json::to_value(&handlers).unwrap_or_default()),
+            );
+            info.insert(
+                "network".into(),
+                json(serde_json::to_value(&net).unwrap_or_default()),
+            );
+            info.insert(
+                "podCIDRs".into(),
+                json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),
+            );
             info.insert(
                 "daemon".into(),
                 json(serde_json::json!({
@@ -113,7 +147,9 @@ impl Runtime {
             );
         }
         Ok(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus { conditions: vec![runtime_ready, network_ready] }),
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime_ready, network_ready],
+            }),
             info,
             runtime_handlers,
             // Truthful until the runtime issue implements them.
@@ -130,7 +166,9 @@ impl Runtime {
             Driver::Systemd => cri::CgroupDriver::Systemd,
         };
         cri::RuntimeConfigResponse {
-            linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: cgroup_driver as i32 }),
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cgroup_driver as i32,
+            }),
         }
     }
 
@@ -150,7 +188,10 @@ impl Runtime {
     }
 
     pub fn pod_cidrs(&self) -> Result<Vec<String>, RuntimeError> {
-        Ok(self.store.get(Table::Settings, POD_CIDR_KEY)?.unwrap_or_default())
+        Ok(self
+            .store
+            .get(Table::Settings, POD_CIDR_KEY)?
+            .unwrap_or_default())
     }
 }
 
@@ -181,7 +222,12 @@ mod tests {
     fn runtime(dir: &std::path::Path, binary: &str) -> Runtime {
         let mut config = Config::default();
         config.runtime.handlers.clear();
-        config.runtime.handlers.insert("runc".into(), HandlerConfig { binary: binary.into() });
+        config.runtime.handlers.insert(
+            "runc".into(),
+            HandlerConfig {
+                binary: binary.into(),
+            },
+        );
         config.network.cni_conf_dir = dir.join("no-cni");
         Runtime::new(config, Store::open(dir).unwrap()).unwrap()
     }
@@ -190,14 +236,19 @@ mod tests {
     fn version_names_crius() {
         let dir = tempfile::tempdir().unwrap();
         let v = runtime(dir.path(), "true").version();
-        assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("crius", "v1"));
+        assert_eq!(
+            (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+            ("crius", "v1")
+        );
         assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
     }
 
     #[test]
     fn status_is_truthful_about_missing_runtime_and_network() {
         let dir = tempfile::tempdir().unwrap();
-        let status = runtime(dir.path(), "no-such-runc-xyz").status(true).unwrap();
+        let status = runtime(dir.path(), "no-such-runc-xyz")
+            .status(true)
+            .unwrap();
         let conditions = status.status.unwrap().conditions;
         let runtime_ready = &conditions[0];
         assert_eq!(runtime_ready.r#type, "RuntimeReady");
@@ -216,7 +267,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let status = runtime(dir.path(), "true").status(false).unwrap();
         assert!(status.status.unwrap().conditions[0].status);
-        let names: Vec<&str> = status.runtime_handlers.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = status
+            .runtime_handlers
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect();
         assert_eq!(names, ["", "runc"]);
         assert!(status.info.is_empty());
     }
@@ -228,7 +283,8 @@ mod tests {
         let err = rt.update_runtime_config("10.0.0.0/33").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("pod_cidr"));
-        rt.update_runtime_config("10.244.1.0/24, fd00:1::/64").unwrap();
+        rt.update_runtime_config("10.244.1.0/24, fd00:1::/64")
+            .unwrap();
         rt.update_runtime_config("").unwrap();
         assert_eq!(rt.pod_cidrs().unwrap(), ["10.244.1.0/24", "fd00:1::/64"]);
     }

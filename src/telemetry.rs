@@ -14,7 +14,11 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
         .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
         LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
     };
     result.map_err(|e| e.to_string())
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "criusd", version, about = "crius: a Kubernetes container runtime serving the CRI")]
+#[command(
+    name = "criusd",
+    version,
+    about = "crius: a Kubernetes container runtime serving the CRI"
+)]
 struct Cli {
     /// Configuration file [default: /etc/crius/config.toml, if present]
     #[arg(long, value_name = "PATH", env = "CRIUS_CONFIG")]
@@ -49,7 +53,10 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Config { action: ConfigAction::Default }) = cli.command {
+    if let Some(Command::Config {
+        action: ConfigAction::Default,
+    }) = cli.command
+    {
         print!("{}", config::DEFAULT_TOML);
         return ExitCode::SUCCESS;
     }
@@ -60,7 +67,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::Config { action: ConfigAction::Show }) = cli.command {
+    if let Some(Command::Config {
+        action: ConfigAction::Show,
+    }) = cli.command
+    {
         match toml::to_string(&config) {
             Ok(text) => print!("{text}"),
             Err(e) => {
@@ -74,7 +84,10 @@ fn main() -> ExitCode {
         eprintln!("criusd: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("criusd: cannot start the async runtime: {e}");

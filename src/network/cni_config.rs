@@ -21,7 +21,10 @@ pub struct ConfigList {
 #[derive(Debug, thiserror::Error)]
 pub enum CniConfigError {
     #[error("cannot read CNI config dir {dir}: {source}")]
-    ReadDir { dir: PathBuf, source: std::io::Error },
+    ReadDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,9 @@ impl ConfigList {
     }
 
     pub fn plugin_types(&self) -> impl Iterator<Item = &str> {
-        self.plugins.iter().filter_map(|p| p.get("type").and_then(Value::as_str))
+        self.plugins
+            .iter()
+            .filter_map(|p| p.get("type").and_then(Value::as_str))
     }
 }
 
@@ -55,17 +60,29 @@ pub fn load_first(dir: &Path) -> Result<Option<ConfigList>, CniConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CniConfigError::ReadDir { dir: dir.to_path_buf(), source }),
+        Err(source) => {
+            return Err(CniConfigError::ReadDir {
+                dir: dir.to_path_buf(),
+                source,
+            });
+        }
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
         .collect();
     files.sort();
     for file in files {
         match load_file(&file) {
             Ok(list) => return Ok(Some(list)),
-            Err(e) => tracing::warn!(file = %file.display(), error = %e, "skipping invalid CNI config"),
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "skipping invalid CNI config")
+            }
         }
     }
     Ok(None)
@@ -86,15 +103,24 @@ fn load_file(file: &Path) -> Result<ConfigList, Invalid> {
     if plugins.is_empty() {
         return Err(Invalid::Shape("\"plugins\" is empty".into()));
     }
-    if let Some(i) = plugins.iter().position(|p| p.get("type").and_then(Value::as_str).is_none_or(str::is_empty)) {
+    if let Some(i) = plugins.iter().position(|p| {
+        p.get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    }) {
         return Err(Invalid::Shape(format!("plugin {i} has no \"type\"")));
     }
-    let name = text("name").filter(|n| !n.is_empty()).ok_or_else(|| Invalid::Shape("no \"name\"".into()))?;
+    let name = text("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Invalid::Shape("no \"name\"".into()))?;
     Ok(ConfigList {
         file: file.to_path_buf(),
         name,
         cni_version: text("cniVersion").unwrap_or_else(|| "0.4.0".into()),
-        disable_check: doc.get("disableCheck").and_then(Value::as_bool).unwrap_or(false),
+        disable_check: doc
+            .get("disableCheck")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         plugins,
     })
 }
@@ -111,19 +137,38 @@ mod tests {
     fn first_valid_file_wins_and_invalid_ones_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "00-broken.conflist", "{not json");
-        write(dir.path(), "05-noplugins.conflist", r#"{"name":"x","plugins":[]}"#);
-        write(dir.path(), "10-net.conflist", r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#);
-        write(dir.path(), "20-other.conf", r#"{"cniVersion":"0.4.0","name":"other","type":"bridge"}"#);
+        write(
+            dir.path(),
+            "05-noplugins.conflist",
+            r#"{"name":"x","plugins":[]}"#,
+        );
+        write(
+            dir.path(),
+            "10-net.conflist",
+            r#"{"cniVersion":"1.0.0","name":"podnet","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#,
+        );
+        write(
+            dir.path(),
+            "20-other.conf",
+            r#"{"cniVersion":"0.4.0","name":"other","type":"bridge"}"#,
+        );
         write(dir.path(), "README", "ignored");
         let list = load_first(dir.path()).unwrap().unwrap();
         assert_eq!(list.name, "podnet");
-        assert_eq!(list.plugin_types().collect::<Vec<_>>(), ["bridge", "portmap"]);
+        assert_eq!(
+            list.plugin_types().collect::<Vec<_>>(),
+            ["bridge", "portmap"]
+        );
     }
 
     #[test]
     fn single_plugin_conf_is_a_one_plugin_list() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "10-one.conf", r#"{"cniVersion":"0.4.0","name":"one","type":"bridge"}"#);
+        write(
+            dir.path(),
+            "10-one.conf",
+            r#"{"cniVersion":"0.4.0","name":"one","type":"bridge"}"#,
+        );
         let list = load_first(dir.path()).unwrap().unwrap();
         assert_eq!(list.plugins.len(), 1);
         assert_eq!(list.cni_version, "0.4.0");
@@ -139,7 +184,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = tempfile::tempdir().unwrap();
         std::fs::write(bin.path().join("bridge"), "").unwrap();
-        write(dir.path(), "10.conflist", r#"{"name":"n","plugins":[{"type":"bridge"},{"type":"nope"}]}"#);
+        write(
+            dir.path(),
+            "10.conflist",
+            r#"{"name":"n","plugins":[{"type":"bridge"},{"type":"nope"}]}"#,
+        );
         let list = load_first(dir.path()).unwrap().unwrap();
         assert_eq!(list.missing_plugins(&[bin.path().to_path_buf()]), ["nope"]);
     }

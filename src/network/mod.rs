@@ -62,5 +62,8 @@ pub fn readiness(config: &NetworkSection) -> Readiness {
 }
 
 fn join_dirs(dirs: &[std::path::PathBuf]) -> String {
-    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -22,7 +22,8 @@ use tonic::{Code, Response, Status};
 use tracing::Instrument;
 
 /// The response type of server-streaming RPCs.
-pub type BoxStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub type BoxStream<T> =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Serves RuntimeService and ImageService on `listener` until `shutdown`.
 pub async fn serve(
@@ -55,7 +56,10 @@ pub struct CriService {
 impl CriService {
     /// Runs blocking domain work (disk, fsync, child processes) off the async
     /// workers.
-    async fn blocking<T, E>(&self, work: impl FnOnce(&Runtime) -> Result<T, E> + Send + 'static) -> Result<T, Status>
+    async fn blocking<T, E>(
+        &self,
+        work: impl FnOnce(&Runtime) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, Status>
     where
         T: Send + 'static,
         E: Classify + Send + 'static,
@@ -91,7 +95,9 @@ pub(crate) async fn rpc<T>(
 /// The answer of every RPC that crius does not implement yet.
 pub(crate) async fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
     rpc(method, "", async move {
-        Err(Status::unimplemented(format!("{method} is not implemented by crius yet")))
+        Err(Status::unimplemented(format!(
+            "{method} is not implemented by crius yet"
+        )))
     })
     .await
 }

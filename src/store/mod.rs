@@ -48,7 +48,10 @@ impl Table {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("metadata database {path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error(
         "metadata database {path} has schema version {found}, newer than this criusd supports ({SCHEMA_VERSION}); run a newer criusd"
     )]
@@ -56,9 +59,17 @@ pub enum StoreError {
     #[error("metadata database: {0}")]
     Db(#[from] redb::Error),
     #[error("metadata record {table:?}/{key} is corrupt: {source}")]
-    Corrupt { table: Table, key: String, source: serde_json::Error },
+    Corrupt {
+        table: Table,
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("cannot encode metadata record {table:?}/{key}: {source}")]
-    Encode { table: Table, key: String, source: serde_json::Error },
+    Encode {
+        table: Table,
+        key: String,
+        source: serde_json::Error,
+    },
 }
 
 impl Classify for StoreError {
@@ -91,7 +102,10 @@ impl Store {
     /// second daemon on the same root fails here too.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let path = root.join("crius.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let store = Store { db, path };
         store.check_schema()?;
         Ok(store)
@@ -108,7 +122,10 @@ impl Store {
             let found = meta.get("schema_version").map_err(db)?.map(|v| v.value());
             match found {
                 Some(found) if found > SCHEMA_VERSION => {
-                    return Err(StoreError::SchemaTooNew { path: self.path.clone(), found });
+                    return Err(StoreError::SchemaTooNew {
+                        path: self.path.clone(),
+                        found,
+                    });
                 }
                 // Older layouts would be migrated here; version 1 is the first.
                 Some(_) => {}
@@ -116,7 +133,12 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION).map_err(db)?;
                 }
             }
-            for table in [Table::Sandboxes, Table::Containers, Table::Images, Table::Settings] {
+            for table in [
+                Table::Sandboxes,
+                Table::Containers,
+                Table::Images,
+                Table::Settings,
+            ] {
                 txn.open_table(table.definition()).map_err(db)?;
             }
         }
@@ -127,7 +149,11 @@ impl Store {
     pub fn schema_version(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
-        Ok(meta.get("schema_version").map_err(db)?.map(|v| v.value()).unwrap_or(0))
+        Ok(meta
+            .get("schema_version")
+            .map_err(db)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     /// Inserts or replaces a record; durable when this returns.
@@ -145,7 +171,11 @@ impl Store {
         txn.commit().map_err(db)
     }
 
-    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(table.definition()).map_err(db)?;
         let Some(value) = t.get(key).map_err(db)? else {
@@ -206,17 +236,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store.put(Table::Sandboxes, "b", &Rec { name: "two".into(), n: 2 }).unwrap();
-            store.put(Table::Sandboxes, "a", &Rec { name: "one".into(), n: 1 }).unwrap();
-            store.put(Table::Containers, "a", &Rec { name: "c".into(), n: 3 }).unwrap();
+            store
+                .put(
+                    Table::Sandboxes,
+                    "b",
+                    &Rec {
+                        name: "two".into(),
+                        n: 2,
+                    },
+                )
+                .unwrap();
+            store
+                .put(
+                    Table::Sandboxes,
+                    "a",
+                    &Rec {
+                        name: "one".into(),
+                        n: 1,
+                    },
+                )
+                .unwrap();
+            store
+                .put(
+                    Table::Containers,
+                    "a",
+                    &Rec {
+                        name: "c".into(),
+                        n: 3,
+                    },
+                )
+                .unwrap();
             assert!(store.delete(Table::Containers, "a").unwrap());
             assert!(!store.delete(Table::Containers, "a").unwrap());
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let all: Vec<(String, Rec)> = store.list(Table::Sandboxes).unwrap();
-        assert_eq!(all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(store.get::<Rec>(Table::Sandboxes, "b").unwrap().unwrap().n, 2);
+        assert_eq!(
+            all.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            store.get::<Rec>(Table::Sandboxes, "b").unwrap().unwrap().n,
+            2
+        );
         assert!(store.get::<Rec>(Table::Containers, "a").unwrap().is_none());
     }
 
@@ -226,11 +289,17 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let txn = store.db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert("schema_version", SCHEMA_VERSION + 1).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
             txn.commit().unwrap();
         }
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("newer than this criusd supports"), "{err}");
+        assert!(
+            err.to_string().contains("newer than this criusd supports"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -58,7 +58,9 @@ impl Settings {
     pub fn resolve(args: &GlobalArgs) -> anyhow::Result<Settings> {
         let file = match &args.config {
             Some(path) => read_config(path)?,
-            None if std::path::Path::new(DEFAULT_CONFIG).exists() => read_config(DEFAULT_CONFIG.as_ref())?,
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+                read_config(DEFAULT_CONFIG.as_ref())?
+            }
             None => FileConfig::default(),
         };
         let runtime_endpoint = args
@@ -74,7 +76,10 @@ impl Settings {
         Ok(Settings {
             runtime_endpoint,
             image_endpoint,
-            timeout: args.timeout.or(file.timeout.map(Duration::from_secs)).unwrap_or(DEFAULT_TIMEOUT),
+            timeout: args
+                .timeout
+                .or(file.timeout.map(Duration::from_secs))
+                .unwrap_or(DEFAULT_TIMEOUT),
             debug: args.debug || file.debug.unwrap_or(false),
         })
     }
@@ -83,7 +88,9 @@ impl Settings {
         if self.debug {
             eprintln!("connecting to runtime endpoint {}", self.runtime_endpoint);
         }
-        Ok(client::runtime_client(client::connect(&self.runtime_endpoint, self.timeout).await?))
+        Ok(client::runtime_client(
+            client::connect(&self.runtime_endpoint, self.timeout).await?,
+        ))
     }
 
     #[allow(dead_code)] // used as image commands land
@@ -91,16 +98,20 @@ impl Settings {
         if self.debug {
             eprintln!("connecting to image endpoint {}", self.image_endpoint);
         }
-        Ok(client::image_client(client::connect(&self.image_endpoint, self.timeout).await?))
+        Ok(client::image_client(
+            client::connect(&self.image_endpoint, self.timeout).await?,
+        ))
     }
 }
 
 fn read_config(path: &std::path::Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    serde_yaml_ng::from_str(&text).with_context(|| format!("{} is not a crictl config", path.display()))
+    serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a crictl config", path.display()))
 }
 
 /// Go-style durations as crictl takes them: "2s", "500ms", "1m30s", or plain
@@ -112,11 +123,17 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
         let (number, tail) = rest.split_at(digits);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, next) = tail.split_at(unit_len);
-        let value: f64 = number.parse().with_context(|| format!("bad duration {text:?}"))?;
+        let value: f64 = number
+            .parse()
+            .with_context(|| format!("bad duration {text:?}"))?;
         let scale = match unit {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -151,7 +168,10 @@ mod tests {
             "runtime-endpoint: unix:///run/containerd/containerd.sock\ntimeout: 10\ndebug: false\npull-image-on-create: true\n",
         )
         .unwrap();
-        assert_eq!(file.runtime_endpoint.as_deref(), Some("unix:///run/containerd/containerd.sock"));
+        assert_eq!(
+            file.runtime_endpoint.as_deref(),
+            Some("unix:///run/containerd/containerd.sock")
+        );
         assert_eq!(file.timeout, Some(10));
     }
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "criusctl", version, about = "CRI client for crius (and any CRI runtime), crictl-compatible")]
+#[command(
+    name = "criusctl",
+    version,
+    about = "CRI client for crius (and any CRI runtime), crictl-compatible"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: endpoint::GlobalArgs,
@@ -31,7 +35,10 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(e) => return fail(e),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(e.into()),
     };

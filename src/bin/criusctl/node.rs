@@ -26,7 +26,9 @@ pub struct InfoArgs {
 pub async fn version(settings: &Settings, args: VersionArgs) -> anyhow::Result<()> {
     let mut client = settings.runtime().await?;
     let v = client
-        .version(cri::VersionRequest { version: "v1".into() })
+        .version(cri::VersionRequest {
+            version: "v1".into(),
+        })
         .await
         .context("getting the runtime version")?
         .into_inner();
@@ -47,20 +49,32 @@ pub async fn version(settings: &Settings, args: VersionArgs) -> anyhow::Result<(
 pub async fn info(settings: &Settings, args: InfoArgs) -> anyhow::Result<()> {
     let mut client = settings.runtime().await?;
     let status = client
-        .status(cri::StatusRequest { verbose: args.verbose })
+        .status(cri::StatusRequest {
+            verbose: args.verbose,
+        })
         .await
         .context("getting the runtime status")?
         .into_inner();
     let mut doc = Map::new();
     doc.insert("status".into(), serde_json::to_value(&status.status)?);
-    doc.insert("runtimeHandlers".into(), serde_json::to_value(&status.runtime_handlers)?);
+    doc.insert(
+        "runtimeHandlers".into(),
+        serde_json::to_value(&status.runtime_handlers)?,
+    );
     doc.insert("features".into(), serde_json::to_value(&status.features)?);
     let mut keys: Vec<_> = status.info.keys().cloned().collect();
     keys.sort();
     for key in keys {
         let raw = &status.info[&key];
-        doc.insert(key, serde_json::from_str(raw).unwrap_or_else(|_| json!(raw)));
+        doc.insert(
+            key,
+            serde_json::from_str(raw).unwrap_or_else(|_| json!(raw)),
+        );
     }
-    let format = if args.output == Format::Table { Format::Json } else { args.output };
+    let format = if args.output == Format::Table {
+        Format::Json
+    } else {
+        args.output
+    };
     print_structured(&Value::Object(doc), format)
 }

@@ -1,0 +1,180 @@
+//! Test fixture: a real criusd on a temporary socket, root and state dir,
+//! stopped (SIGTERM, then SIGKILL) when dropped, even when a test fails.
+
+#![allow(dead_code)]
+
+use crius::client;
+use crius::cri::image_service_client::ImageServiceClient;
+use crius::cri::runtime_service_client::RuntimeServiceClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const CRIUSD: &str = env!("CARGO_BIN_EXE_criusd");
+pub const CRIUSCTL: &str = env!("CARGO_BIN_EXE_criusctl");
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Daemon {
+    /// Starts criusd in a fresh temporary directory.
+    pub fn start() -> Daemon {
+        let tmp = tempfile::Builder::new()
+            .prefix("crius-it-")
+            .tempdir()
+            .unwrap();
+        let mut daemon = Daemon::start_in(tmp.path(), &[]);
+        daemon._tmp = Some(tmp);
+        daemon
+    }
+
+    /// Starts criusd using `dir` for socket, root, state and log; `extra` flags
+    /// are appended.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Daemon {
+        let socket = dir.join("crius.sock");
+        let child = spawn(dir, extra);
+        let mut daemon = Daemon {
+            dir: dir.to_path_buf(),
+            socket,
+            child: Some(child),
+            _tmp: None,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("criusd.log")).unwrap_or_default()
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        client::runtime_client(self.channel().await)
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        client::image_client(self.channel().await)
+    }
+
+    async fn channel(&self) -> Channel {
+        client::connect(&self.endpoint(), Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
+    /// Sends `signal` and waits for the exit; returns the exit code.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("criusd did not exit after {signal}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("criusd exited early with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "criusd did not serve {} in time; log:\n{}",
+            self.socket.display(),
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop_with(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+fn spawn(dir: &Path, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("criusd.log"))
+        .unwrap();
+    let mut cmd = Command::new(CRIUSD);
+    if !extra.contains(&"--config") {
+        // An operator's /etc/crius/config.toml must not leak into tests.
+        let config = dir.join("config.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
+        cmd.arg("--config").arg(config);
+    }
+    cmd.env_remove("CRIUS_CONFIG")
+        .arg("--listen")
+        .arg(dir.join("crius.sock"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .args(["--log-level", "debug"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Runs criusd to completion (for start-up failures); returns (code, stderr).
+pub fn run_criusd(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(CRIUSD)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs criusctl; returns (success, stdout, stderr).
+pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(CRIUSCTL)
+        .args(["--runtime-endpoint", endpoint, "--timeout", "10s"])
+        .args(args)
+        .env("CRI_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
