@@ -61,7 +61,7 @@ pub async fn info(settings: &Settings, args: InfoArgs) -> anyhow::Result<()> {
         "runtimeHandlers".into(),
         serde_json::to_value(&status.runtime_handlers)?,
     );
-    doc.insert("features".into(), serde_json::to_value(&status.features)?);
+    doc.insert("features".into(), serde_json::to_value(status.features)?);
     let mut keys: Vec<_> = status.info.keys().cloned().collect();
     keys.sort();
     for key in keys {
