@@ -119,3 +119,44 @@ mod tests {
         assert_eq!(config.command, ["sleep", "60"]);
     }
 }
+
+#[cfg(test)]
+mod sample_config_tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The crictl-format configs shipped (scenario tests, examples) parse.
+    #[test]
+    fn shipped_crictl_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let entries = ["crictl-tests/configs", "manifests/pods"]
+            .into_iter()
+            .flat_map(|dir| std::fs::read_dir(root.join(dir)).unwrap());
+        let mut parsed = 0;
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let yaml = name.ends_with(".yaml");
+            macro_rules! parse {
+                ($ty:ty) => {{
+                    let v: $ty = if yaml {
+                        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+                    } else {
+                        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+                    };
+                    assert!(v.metadata.is_some(), "{name}");
+                }};
+            }
+            if name.starts_with("pod-") || name.ends_with("-pod.json") {
+                parse!(PodSandboxConfig);
+            } else if name.starts_with("container-") || name.ends_with("-container.json") {
+                parse!(ContainerConfig);
+            } else {
+                continue;
+            }
+            parsed += 1;
+        }
+        assert!(parsed >= 5);
+    }
+}

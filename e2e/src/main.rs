@@ -1,1 +1,109 @@
-fn main() {}
+//! crius-e2e: the test harness's image builder. Builds the test images from
+//! busybox and pushes them to a registry over HTTP, then writes a JSON summary
+//! (references and digests) that the tests read.
+
+mod catalog;
+mod image;
+mod layer;
+mod registry;
+
+use anyhow::{Context, bail};
+use catalog::Content;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "crius-e2e", about = "crius end-to-end harness tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the test images and push them to a registry
+    PushImages {
+        /// Registry host:port (plain HTTP)
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry: String,
+        /// The static busybox binary the images are made of
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        /// Where to write the JSON summary of what was pushed
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::PushImages {
+            registry,
+            busybox,
+            out,
+        } => push_images(&registry, &busybox, &out).await,
+    }
+}
+
+async fn push_images(host: &str, busybox: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
+    let binary =
+        std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let list = std::process::Command::new(busybox).arg("--list").output()?;
+    if !list.status.success() {
+        bail!("{} --list failed", busybox.display());
+    }
+    let applets: Vec<String> = String::from_utf8(list.stdout)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let registry = registry::Registry::new(host)?;
+    let mut summary = Vec::new();
+    for image in catalog::all(&binary, &applets) {
+        let mut platforms = Vec::new();
+        match &image.content {
+            Content::Image(single) => {
+                registry
+                    .push_image(image.repo, Some(image.tag), single)
+                    .await?
+            }
+            Content::Index(index, children) => {
+                for child in children {
+                    registry.push_image(image.repo, None, child).await?;
+                    platforms.push(json!({
+                        "architecture": child.platform.architecture,
+                        "variant": child.platform.variant,
+                        "digest": child.manifest.digest,
+                        "config_digest": child.config.digest,
+                    }));
+                }
+                registry.push_manifest(image.repo, image.tag, index).await?;
+            }
+        }
+        let top = image.top();
+        let single = match &image.content {
+            Content::Image(i) => Some(i),
+            Content::Index(..) => None,
+        };
+        println!(
+            "pushed {host}/{}:{} {} ({})",
+            image.repo, image.tag, top.digest, image.what
+        );
+        summary.push(json!({
+            "reference": format!("{host}/{}:{}", image.repo, image.tag),
+            "repository": image.repo,
+            "tag": image.tag,
+            "description": image.what,
+            "digest": top.digest,
+            "media_type": top.media_type,
+            "config_digest": single.map(|i| i.config.digest.clone()),
+            "layers": single.map(|i| i.layers.iter().map(layer::Blob::descriptor).collect::<Vec<_>>()),
+            "platforms": platforms,
+        }));
+    }
+    let doc = json!({"registry": host, "images": summary});
+    std::fs::write(out, serde_json::to_vec_pretty(&doc)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

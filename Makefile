@@ -1,0 +1,20 @@
+# The two commands: `make run` (the daemon, built-in defaults) and `make test`
+# (everything). Both install their Debian packages themselves.
+
+.PHONY: run test build lint clean
+
+run:
+	e2e/run-daemon.sh
+
+test:
+	e2e/run-tests.sh
+
+build:
+	cargo build --release --bin criusd --bin criusctl
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

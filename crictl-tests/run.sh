@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every crictl-tests/scenarios/*.sh against a fresh criusd of its own.
+# The scenarios drive the runtime through $CRICTL: criusctl by default, or the
+# real crictl when CRICTL is set (e.g. CRICTL=/usr/local/bin/crictl).
+# Binaries come from $CRIUS_BIN (default target/debug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(realpath "${CRIUS_BIN:-target/debug}")
+work=$(mktemp -d /tmp/crius-crictl.XXXXXX)
+
+"$bin/criusd" --config /dev/null --listen "$work/crius.sock" --root "$work/root" \
+    --state "$work/state" --log-level debug >"$work/criusd.log" 2>&1 </dev/null &
+daemon=$!
+cleanup() {
+    kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do [ -S "$work/crius.sock" ] && break; sleep 0.1; done
+[ -S "$work/crius.sock" ] || { cat "$work/criusd.log"; echo "criusd did not start" >&2; exit 1; }
+
+export CRI_ENDPOINT="unix://$work/crius.sock"
+export CRICTL=${CRICTL:-$bin/criusctl}
+export CRICTL_TESTS=$PWD/crictl-tests
+
+passed=0 failed=0
+for scenario in crictl-tests/scenarios/*.sh; do
+    if bash "$scenario" >"$work/out" 2>&1; then
+        passed=$((passed + 1))
+        echo "ok   $(basename "$scenario")"
+    else
+        failed=$((failed + 1))
+        echo "FAIL $(basename "$scenario")"
+        sed 's/^/     /' "$work/out"
+    fi
+done
+if [ "$failed" -gt 0 ]; then
+    echo "--- criusd log"
+    tail -50 "$work/criusd.log"
+fi
+echo "crictl-tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages crius and its tests need; does nothing when they
+# are all present (so no apt-get update on a prepared machine).
+set -euo pipefail
+
+packages=(
+    runc crun                       # OCI runtime handlers
+    containernetworking-plugins     # CNI plugins in /usr/lib/cni
+    iptables iproute2               # host ports, masquerade; test namespaces
+    docker-registry                 # the harness's local registry
+    busybox-static                  # what the test images are made of
+    curl ca-certificates make
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "install-deps.sh: cargo (Rust >= 1.90) is needed to build crius" >&2
+    exit 1
+fi

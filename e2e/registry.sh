@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Starts or stops the harness's registry: Debian's docker-registry
+# (distribution v2) on 127.0.0.1:5000, storage in DIR.
+#   e2e/registry.sh start DIR    # returns once /v2/ answers
+#   e2e/registry.sh stop DIR     # stops it by the PID recorded in DIR
+set -euo pipefail
+
+addr=${CRIUS_E2E_REGISTRY:-127.0.0.1:5000}
+cmd=${1:?usage: registry.sh start|stop DIR}
+dir=${2:?usage: registry.sh start|stop DIR}
+pidfile=$dir/registry.pid
+
+case $cmd in
+start)
+    mkdir -p "$dir/storage"
+    if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
+        echo "registry.sh: something already serves http://$addr; stop it first" >&2
+        exit 1
+    fi
+    cat >"$dir/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: $addr
+YAML
+    setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
+            echo "registry serving http://$addr (pid $(cat "$pidfile"), storage $dir/storage)"
+            exit 0
+        fi
+        if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+            echo "registry.sh: docker-registry exited; log:" >&2
+            cat "$dir/registry.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    echo "registry.sh: registry did not answer on $addr" >&2
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    exit 1
+    ;;
+stop)
+    [ -f "$pidfile" ] || exit 0
+    pid=$(cat "$pidfile")
+    if kill "$pid" 2>/dev/null; then
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    ;;
+*)
+    echo "usage: registry.sh start|stop DIR" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, as `make test` and CI run it: installs what is needed,
+# checks format and lints, starts the local registry, pushes the test images,
+# runs unit and integration tests against real processes, then the crictl
+# scenario tests. Everything it starts is stopped on exit, even on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+e2e/install-deps.sh
+
+work=$(mktemp -d /tmp/crius-e2e.XXXXXX)
+cleanup() {
+    e2e/registry.sh stop "$work/registry" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== build"
+cargo build --workspace --all-targets --quiet
+
+echo "== registry and test images"
+e2e/registry.sh start "$work/registry"
+cargo run --quiet -p crius-e2e -- push-images --out "$work/images.json"
+export CRIUS_E2E_IMAGES=$work/images.json
+
+echo "== unit and integration tests"
+cargo test --workspace --quiet -- --include-ignored
+
+echo "== crictl scenario tests"
+crictl-tests/run.sh
