@@ -24,7 +24,7 @@ cargo build --workspace --all-targets --quiet
 
 echo "== registry and test images"
 e2e/registry.sh start "$work/registry"
-cargo run --quiet -p crius-e2e -- push-images --out "$work/images.json"
+target/debug/crius-e2e push-images --out "$work/images.json"
 export CRIUS_E2E_IMAGES=$work/images.json
 
 echo "== unit and integration tests"
