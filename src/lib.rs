@@ -10,6 +10,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod handlers;
+pub mod image;
 pub mod network;
 pub mod runtime;
 pub mod server;

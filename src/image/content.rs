@@ -19,15 +19,26 @@ use std::sync::{Arc, Mutex, Weak};
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
     #[error("blob {digest}: expected {expected} bytes, got {got}{more}", more = if *.more { " or more" } else { "" })]
-    SizeMismatch { digest: String, expected: u64, got: u64, more: bool },
+    SizeMismatch {
+        digest: String,
+        expected: u64,
+        got: u64,
+        more: bool,
+    },
     #[error("blob {expected}: content has digest {actual}")]
     DigestMismatch { expected: String, actual: String },
     #[error("content store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContentError + '_ {
-    move |source| ContentError::Io { path: path.to_path_buf(), source }
+    move |source| ContentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 pub struct ContentStore {
@@ -46,7 +57,10 @@ impl ContentStore {
         for dir in [root.join("blobs/sha256"), ingest] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        Ok(ContentStore { root, locks: Mutex::new(HashMap::new()) })
+        Ok(ContentStore {
+            root,
+            locks: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -55,7 +69,9 @@ impl ContentStore {
 
     /// Where a blob lives; `digest` must be a validated sha256 digest.
     pub fn path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+        self.root
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
     }
 
     pub fn has(&self, digest: &str) -> bool {
@@ -154,7 +170,12 @@ impl Ingest {
         if let Some(expected) = self.expected
             && self.written > expected
         {
-            return Err(ContentError::SizeMismatch { digest: self.digest.clone(), expected, got: self.written, more: true });
+            return Err(ContentError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                got: self.written,
+                more: true,
+            });
         }
         self.hasher.update(bytes);
         let file = self.file.as_mut().expect("ingest open");
@@ -166,18 +187,28 @@ impl Ingest {
         if let Some(expected) = self.expected
             && self.written != expected
         {
-            return Err(ContentError::SizeMismatch { digest: self.digest.clone(), expected, got: self.written, more: false });
+            return Err(ContentError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected,
+                got: self.written,
+                more: false,
+            });
         }
         let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
         if actual != self.digest {
-            return Err(ContentError::DigestMismatch { expected: self.digest.clone(), actual });
+            return Err(ContentError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+            });
         }
         let file = self.file.take().expect("ingest open");
         file.sync_all().map_err(io(&self.temp))?;
         drop(file);
         std::fs::rename(&self.temp, &self.target).map_err(io(&self.target))?;
         if let Some(dir) = self.target.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
         }
         Ok(())
     }
@@ -209,14 +240,32 @@ mod tests {
 
         let d = digest(b"other");
         let err = store.put(&d, b"tampered").unwrap_err();
-        assert!(matches!(err, ContentError::SizeMismatch { .. }), "{err}");
-        let err = store.put(&d, b"other!").unwrap_err();
-        assert!(matches!(err, ContentError::SizeMismatch { .. }));
+        assert!(matches!(err, ContentError::DigestMismatch { .. }), "{err}");
+        let mut w = store.writer(&d, 5).unwrap();
+        assert!(matches!(
+            w.write(b"other!").unwrap_err(),
+            ContentError::SizeMismatch { more: true, .. }
+        ));
+        drop(w); // as the failing pull does when it returns
+        let mut w = store.writer(&d, 5).unwrap();
+        w.write(b"othe").unwrap();
+        assert!(matches!(
+            w.commit().unwrap_err(),
+            ContentError::SizeMismatch { more: false, .. }
+        ));
         let mut w = store.writer(&d, 5).unwrap();
         w.write(b"0ther").unwrap();
-        assert!(matches!(w.commit().unwrap_err(), ContentError::DigestMismatch { .. }));
+        assert!(matches!(
+            w.commit().unwrap_err(),
+            ContentError::DigestMismatch { .. }
+        ));
         assert!(!store.has(&d));
-        assert_eq!(std::fs::read_dir(dir.path().join("content/ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("content/ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
         assert_eq!(store.list().unwrap(), [digest(good)]);
     }
 
@@ -228,7 +277,12 @@ mod tests {
         std::mem::forget(w); // as a crash would
         drop(store);
         ContentStore::open(dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("content/ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("content/ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -237,7 +291,9 @@ mod tests {
         let store = Arc::new(ContentStore::open(dir.path()).unwrap());
         let guard = store.lock("k").await;
         let s2 = store.clone();
-        let waiter = tokio::spawn(async move { s2.lock("k").await; });
+        let waiter = tokio::spawn(async move {
+            s2.lock("k").await;
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         let _other = store.lock("other").await; // unrelated keys do not wait

@@ -64,7 +64,11 @@ impl Platform {
             "riscv64" => ("riscv64", None),
             other => (other, None),
         };
-        Platform { architecture: architecture.into(), os: "linux".into(), variant: variant.map(str::to_string) }
+        Platform {
+            architecture: architecture.into(),
+            os: "linux".into(),
+            variant: variant.map(str::to_string),
+        }
     }
 
     /// Parses "os/arch[/variant]".
@@ -73,7 +77,11 @@ impl Platform {
         let os = parts.next().filter(|s| !s.is_empty())?.to_string();
         let architecture = parts.next().filter(|s| !s.is_empty())?.to_string();
         let variant = parts.next().map(str::to_string);
-        parts.next().is_none().then_some(Platform { architecture, os, variant })
+        parts.next().is_none().then_some(Platform {
+            architecture,
+            os,
+            variant,
+        })
     }
 
     /// Whether an index entry's platform runs here. A missing variant on
@@ -170,11 +178,20 @@ pub enum Fetched {
 /// Classifies a manifest body by its Content-Type, falling back to its
 /// `mediaType` field; schema1 and unknown types are errors.
 pub fn classify(content_type: &str, body: &[u8]) -> Result<Fetched, String> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
-    let declared = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not JSON: {e}"))?;
+    let declared = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or("");
     let content_type = content_type.split(';').next().unwrap_or("").trim();
     let media_type = match content_type {
-        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST | DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED => content_type,
+        OCI_MANIFEST
+        | OCI_INDEX
+        | DOCKER_MANIFEST
+        | DOCKER_LIST
+        | DOCKER_SCHEMA1
+        | DOCKER_SCHEMA1_SIGNED => content_type,
         _ if !declared.is_empty() => declared,
         // Bare OCI documents may omit mediaType: tell them apart by shape.
         _ if value.get("manifests").is_some() => OCI_INDEX,
@@ -183,7 +200,10 @@ pub fn classify(content_type: &str, body: &[u8]) -> Result<Fetched, String> {
     if value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
         || matches!(media_type, DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
     {
-        return Err("Docker schema1 manifests are not supported; push the image with a current client".into());
+        return Err(
+            "Docker schema1 manifests are not supported; push the image with a current client"
+                .into(),
+        );
     }
     match media_type {
         OCI_INDEX | DOCKER_LIST => serde_json::from_value(value).map(Fetched::Index),
@@ -236,7 +256,10 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     for diff in diff_ids {
         let next = match out.last() {
             None => diff.clone(),
-            Some(prev) => format!("sha256:{}", hex::encode(Sha256::digest(format!("{prev} {diff}")))),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {diff}")))
+            ),
         };
         out.push(next);
     }
@@ -253,15 +276,25 @@ mod tests {
             media_type: OCI_MANIFEST.into(),
             digest: digest.into(),
             size: 1,
-            platform: Some(Platform { architecture: arch.into(), os: "linux".into(), variant: variant.map(Into::into) }),
+            platform: Some(Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+                variant: variant.map(Into::into),
+            }),
             urls: vec![],
         };
         let index = Index {
             schema_version: 2,
             media_type: None,
-            manifests: vec![entry("arm", Some("v6"), "a6"), entry("arm", Some("v7"), "a7"), entry("amd64", None, "x")],
+            manifests: vec![
+                entry("arm", Some("v6"), "a6"),
+                entry("arm", Some("v7"), "a7"),
+                entry("amd64", None, "x"),
+            ],
         };
-        let pick = |p: &str| select_platform(&index, &Platform::parse(p).unwrap()).map(|d| d.digest.clone());
+        let pick = |p: &str| {
+            select_platform(&index, &Platform::parse(p).unwrap()).map(|d| d.digest.clone())
+        };
         assert_eq!(pick("linux/amd64").as_deref(), Some("x"));
         assert_eq!(pick("linux/arm/v7").as_deref(), Some("a7"));
         assert_eq!(pick("linux/arm").as_deref(), Some("a6"));
@@ -271,15 +304,37 @@ mod tests {
 
     #[test]
     fn classify_by_content_type_and_shape() {
-        let m = br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"d","size":1},"layers":[]}"#;
-        assert!(matches!(classify(OCI_MANIFEST, m), Ok(Fetched::Manifest(_))));
-        assert!(matches!(classify("application/json", m), Ok(Fetched::Manifest(_))));
+        let m =
+            br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"d","size":1},"layers":[]}"#;
+        assert!(matches!(
+            classify(OCI_MANIFEST, m),
+            Ok(Fetched::Manifest(_))
+        ));
+        assert!(matches!(
+            classify("application/json", m),
+            Ok(Fetched::Manifest(_))
+        ));
         let i = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(classify("", i), Ok(Fetched::Index(_))));
         let s1 = br#"{"schemaVersion":1,"name":"x"}"#;
-        assert!(classify(DOCKER_SCHEMA1_SIGNED, s1).err().unwrap().contains("schema1"));
-        assert!(classify(OCI_MANIFEST, b"<html>").err().unwrap().contains("not JSON"));
-        assert!(classify(OCI_MANIFEST, b"{\"schemaVersion\":2}").err().unwrap().contains("malformed"));
+        assert!(
+            classify(DOCKER_SCHEMA1_SIGNED, s1)
+                .err()
+                .unwrap()
+                .contains("schema1")
+        );
+        assert!(
+            classify(OCI_MANIFEST, b"<html>")
+                .err()
+                .unwrap()
+                .contains("not JSON")
+        );
+        assert!(
+            classify(OCI_MANIFEST, b"{\"schemaVersion\":2}")
+                .err()
+                .unwrap()
+                .contains("malformed")
+        );
     }
 
     #[test]
@@ -295,6 +350,12 @@ mod tests {
         let ids = chain_ids(&["sha256:a".into(), "sha256:b".into()]);
         assert_eq!(ids[0], "sha256:a");
         use sha2::{Digest, Sha256};
-        assert_eq!(ids[1], format!("sha256:{}", hex::encode(Sha256::digest("sha256:a sha256:b"))));
+        assert_eq!(
+            ids[1],
+            format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest("sha256:a sha256:b"))
+            )
+        );
     }
 }

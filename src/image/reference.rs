@@ -27,7 +27,10 @@ pub struct ReferenceError {
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
-        let err = |reason: &str| ReferenceError { reference: text.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| ReferenceError {
+            reference: text.to_string(),
+            reason: reason.to_string(),
+        };
         if text.is_empty() {
             return Err(err("it is empty"));
         }
@@ -44,16 +47,24 @@ impl Reference {
         // A ':' after the last '/' starts the tag; earlier ones are a port.
         let last_slash = name_tag.rfind('/').map(|i| i + 1).unwrap_or(0);
         let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(&name_tag[last_slash + i + 1..]),
+            ),
             None => (name_tag, None),
         };
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !ok {
-                return Err(err("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(err(
+                    "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (domain, path) = split_domain(name);
@@ -73,7 +84,12 @@ impl Reference {
             (None, Some(_)) => None,
             (None, None) => Some(DEFAULT_TAG.to_string()),
         };
-        Ok(Reference { domain, path, tag, digest: digest.map(str::to_string) })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest: digest.map(str::to_string),
+        })
     }
 
     /// "docker.io/library/busybox".
@@ -83,7 +99,9 @@ impl Reference {
 
     /// "docker.io/library/busybox:latest", when there is a tag.
     pub fn repo_tag(&self) -> Option<String> {
-        self.tag.as_ref().map(|t| format!("{}:{t}", self.repository()))
+        self.tag
+            .as_ref()
+            .map(|t| format!("{}:{t}", self.repository()))
     }
 
     /// "docker.io/library/busybox@sha256:...".
@@ -93,7 +111,10 @@ impl Reference {
 
     /// What to ask the registry's manifest endpoint for: the digest if pinned.
     pub fn manifest_reference(&self) -> &str {
-        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or(DEFAULT_TAG)
     }
 }
 
@@ -115,13 +136,26 @@ fn split_domain(name: &str) -> (String, String) {
         Some((first, rest)) => (first, Some(rest)),
         None => (name, None),
     };
-    let is_domain = |c: &str| c.contains('.') || c.contains(':') || c == "localhost" || c.chars().any(|ch| ch.is_ascii_uppercase());
+    let is_domain = |c: &str| {
+        c.contains('.')
+            || c.contains(':')
+            || c == "localhost"
+            || c.chars().any(|ch| ch.is_ascii_uppercase())
+    };
     let (domain, path) = match rest {
         Some(rest) if is_domain(first) => (first.to_string(), rest.to_string()),
         _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
     };
-    let domain = if domain == "index.docker.io" { DEFAULT_DOMAIN.to_string() } else { domain };
-    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') { format!("library/{path}") } else { path };
+    let domain = if domain == "index.docker.io" {
+        DEFAULT_DOMAIN.to_string()
+    } else {
+        domain
+    };
+    let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path
+    };
     (domain, path)
 }
 
@@ -136,7 +170,9 @@ fn valid_domain(domain: &str) -> bool {
         return false;
     }
     if host.starts_with('[') && host.ends_with(']') {
-        return host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
+        return host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
     }
     !host.is_empty()
         && host.split('.').all(|label| {
@@ -179,9 +215,15 @@ pub fn validate_digest(digest: &str) -> Result<(), String> {
         return Err(format!("digest {digest:?} is not algorithm:hex"));
     };
     if algorithm != "sha256" {
-        return Err(format!("digest algorithm {algorithm:?} is not supported (only sha256)"));
+        return Err(format!(
+            "digest algorithm {algorithm:?} is not supported (only sha256)"
+        ));
     }
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(format!("digest {digest:?} needs 64 lowercase hex digits"));
     }
     Ok(())
@@ -203,31 +245,73 @@ mod tests {
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("library/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("someone/app"), "docker.io/someone/app:latest");
-        assert_eq!(norm("index.docker.io/someone/app"), "docker.io/someone/app:latest");
-        assert_eq!(norm("127.0.0.1:5000/crius-test/busybox"), "127.0.0.1:5000/crius-test/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/someone/app"),
+            "docker.io/someone/app:latest"
+        );
+        assert_eq!(
+            norm("127.0.0.1:5000/crius-test/busybox"),
+            "127.0.0.1:5000/crius-test/busybox:latest"
+        );
         assert_eq!(norm("localhost/app:v1"), "localhost/app:v1");
-        assert_eq!(norm("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
-        assert_eq!(norm(&format!("busybox@{D}")), format!("docker.io/library/busybox@{D}"));
-        assert_eq!(norm(&format!("busybox:1@{D}")), format!("docker.io/library/busybox:1@{D}"));
+        assert_eq!(
+            norm("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
+        assert_eq!(
+            norm(&format!("busybox@{D}")),
+            format!("docker.io/library/busybox@{D}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:1@{D}")),
+            format!("docker.io/library/busybox:1@{D}")
+        );
         assert_eq!(norm("[::1]:5000/app"), "[::1]:5000/app:latest");
     }
 
     #[test]
     fn parts() {
         let r = Reference::parse(&format!("127.0.0.1:5000/a/b:v2@{D}")).unwrap();
-        assert_eq!((r.domain.as_str(), r.path.as_str()), ("127.0.0.1:5000", "a/b"));
+        assert_eq!(
+            (r.domain.as_str(), r.path.as_str()),
+            ("127.0.0.1:5000", "a/b")
+        );
         assert_eq!(r.repo_tag().unwrap(), "127.0.0.1:5000/a/b:v2");
         assert_eq!(r.manifest_reference(), D);
-        assert_eq!(Reference::parse("x").unwrap().manifest_reference(), "latest");
+        assert_eq!(
+            Reference::parse("x").unwrap().manifest_reference(),
+            "latest"
+        );
     }
 
     #[test]
     fn invalid_references_say_why() {
-        for bad in ["", "UPPER/case", "busybox:", "busybox:-x", "a//b", "busybox@sha256:abc", "busybox@md5:0", "host:99999/a", "a b", "-lead", "a..b", "trail."] {
+        for bad in [
+            "",
+            "busybox/UPPER",
+            "busybox:",
+            "busybox:-x",
+            "a//b",
+            "busybox@sha256:abc",
+            "busybox@md5:0",
+            "host:99999/a",
+            "a b",
+            "-lead",
+            "a..b",
+            "trail.",
+        ] {
             let e = Reference::parse(bad).unwrap_err();
             assert!(e.to_string().contains("is invalid"), "{bad}: {e}");
         }
-        assert!(Reference::parse("Host.com/a").is_ok(), "uppercase is allowed in hosts");
+        assert!(
+            Reference::parse("Host.com/a").is_ok(),
+            "uppercase is allowed in hosts"
+        );
+        assert_eq!(
+            Reference::parse("UPPER/case").unwrap().domain,
+            "UPPER",
+            "as distribution: uppercase means a host"
+        );
         assert!(Reference::parse("a__b/c-d/e--f").is_ok());
     }
 }
