@@ -23,7 +23,15 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub runtime: RuntimeSection,
+    pub image: ImageSection,
     pub network: NetworkSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    pub platform: String,
+    pub max_concurrent_downloads: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +189,20 @@ impl Config {
                     "handler names and binaries must not be empty".into(),
                 ));
             }
+        }
+        if !self.image.platform.is_empty()
+            && crate::image::manifest::Platform::parse(&self.image.platform).is_none()
+        {
+            return Err(bad(
+                "image.platform",
+                format!("{:?} is not os/arch[/variant]", self.image.platform),
+            ));
+        }
+        if !(1..=64).contains(&self.image.max_concurrent_downloads) {
+            return Err(bad(
+                "image.max_concurrent_downloads",
+                "must be between 1 and 64".into(),
+            ));
         }
         if self.network.cni_bin_dirs.is_empty() {
             return Err(bad(
@@ -342,6 +364,8 @@ mod tests {
             err.to_string().contains("key `runtime.default_handler`"),
             "{err}"
         );
+        let err = parse_str("[image]\nplatform = \"amd64\"\n").unwrap_err();
+        assert!(err.to_string().contains("key `image.platform`"), "{err}");
         let err = parse_str("log_level = \"info,[[\"\n").unwrap_err();
         assert!(err.to_string().contains("key `log_level`"), "{err}");
     }

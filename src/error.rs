@@ -17,6 +17,12 @@ pub enum ErrorKind {
     FailedPrecondition,
     /// The call's deadline or a timeout it carries expired.
     DeadlineExceeded,
+    /// Credentials were missing or refused (by a registry).
+    Unauthenticated,
+    /// Credentials were accepted but do not allow the access.
+    PermissionDenied,
+    /// Something crius depends on (a registry) cannot be reached now.
+    Unavailable,
     /// Not implemented (yet); the message names what.
     Unimplemented,
     /// Anything else: the node or crius itself failed.

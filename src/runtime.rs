@@ -8,19 +8,32 @@ use crate::config::Config;
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::Handlers;
+use crate::image::manifest::Platform;
+use crate::image::{ImageError, Images};
 use crate::network;
 use crate::store::{Store, StoreError, Table};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// `Settings` key holding the pod CIDRs kubelet sent (survives restarts).
 const POD_CIDR_KEY: &str = "pod_cidrs";
 
 pub struct Runtime {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub handlers: Handlers,
     pub cgroups: CgroupInfo,
+    pub images: Arc<Images>,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Cgroups(#[from] NoSystemd),
+    #[error(transparent)]
+    Images(#[from] ImageError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +56,25 @@ impl Classify for RuntimeError {
 }
 
 impl Runtime {
-    /// Probes the node (cgroups, runtime binaries); runs once at start.
-    pub fn new(config: Config, store: Store) -> Result<Runtime, NoSystemd> {
+    /// Probes the node (cgroups, runtime binaries) and opens the image
+    /// store; runs once at start.
+    pub fn new(config: Config, store: Store) -> Result<Runtime, StartError> {
         let cgroups = CgroupInfo::detect(config.runtime.cgroup_driver)?;
         let handlers = Handlers::probe(&config.runtime.default_handler, &config.runtime.handlers);
+        let store = Arc::new(store);
+        let platform = Platform::parse(&config.image.platform).unwrap_or_else(Platform::host);
+        let images = Arc::new(Images::open(
+            &config.root,
+            store.clone(),
+            platform,
+            config.image.max_concurrent_downloads as usize,
+        )?);
         Ok(Runtime {
             config,
             store,
             handlers,
             cgroups,
+            images,
         })
     }
 
@@ -220,7 +243,10 @@ mod tests {
     use crate::config::HandlerConfig;
 
     fn runtime(dir: &std::path::Path, binary: &str) -> Runtime {
-        let mut config = Config::default();
+        let mut config = Config {
+            root: dir.join("root"),
+            ..Default::default()
+        };
         config.runtime.handlers.clear();
         config.runtime.handlers.insert(
             "runc".into(),

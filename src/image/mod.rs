@@ -1,7 +1,319 @@
 //! Images: references, registry pulls, the content store, layer snapshots and
 //! the image records behind the CRI ImageService.
+//!
+//! Invariants:
+//! - An image record is written only after all its blobs and snapshots are
+//!   complete and verified, so a listed image is always usable.
+//! - A tag names at most one image: pulling a tag that moved takes it from
+//!   the image that had it.
+//! - Blobs and snapshots that no image references are removed after each
+//!   RemoveImage (garbage collection in `remove`).
 
+pub mod auth;
 pub mod content;
 pub mod manifest;
+mod pull;
+pub mod record;
 pub mod reference;
+pub mod registry;
+pub mod snapshot;
 pub mod unpack;
+
+use crate::error::{Classify, ErrorKind};
+use crate::store::{Store, StoreError, Table};
+use content::{ContentError, ContentStore};
+use manifest::Platform;
+use record::ImageRecord;
+use reference::{Reference, ReferenceError};
+use registry::{RegistryClient, RegistryError};
+use snapshot::Snapshots;
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use unpack::UnpackError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("image.image: {0}")]
+    BadSpec(String),
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    #[error("pulling {image}: {source}")]
+    Registry {
+        image: String,
+        source: RegistryError,
+    },
+    #[error("pulling {image}: {reason}")]
+    BadContent { image: String, reason: String },
+    #[error("pulling {image}: {source}")]
+    Content { image: String, source: ContentError },
+    #[error("pulling {image}: layer {layer}: {source}")]
+    Unpack {
+        image: String,
+        layer: String,
+        source: UnpackError,
+    },
+    #[error("image store {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for ImageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ImageError::Reference(_) | ImageError::BadSpec(_) => ErrorKind::InvalidArgument,
+            ImageError::NotFound(_) => ErrorKind::NotFound,
+            ImageError::Registry { source, .. } => match source {
+                RegistryError::NotFound { .. } => ErrorKind::NotFound,
+                RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
+                RegistryError::Denied { .. } => ErrorKind::PermissionDenied,
+                RegistryError::Transport { .. }
+                | RegistryError::Status { .. }
+                | RegistryError::Token { .. } => ErrorKind::Unavailable,
+                RegistryError::TooLarge { .. } => ErrorKind::FailedPrecondition,
+            },
+            // The registry served content that does not verify or parse.
+            ImageError::BadContent { .. } | ImageError::Unpack { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            ImageError::Content { source, .. } => match source {
+                ContentError::Io { .. } => ErrorKind::Internal,
+                _ => ErrorKind::FailedPrecondition,
+            },
+            ImageError::Io { .. } => ErrorKind::Internal,
+            ImageError::Store(e) => e.kind(),
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Bytes and inodes the image store occupies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+pub struct Images {
+    store: Arc<Store>,
+    content: ContentStore,
+    snapshots: Snapshots,
+    registry: RegistryClient,
+    platform: Platform,
+    /// Layers downloaded and unpacked at once, node-wide.
+    downloads: Arc<tokio::sync::Semaphore>,
+    /// Records by image id, mirroring the store.
+    records: RwLock<BTreeMap<String, ImageRecord>>,
+}
+
+impl Images {
+    pub fn open(
+        root: &Path,
+        store: Arc<Store>,
+        platform: Platform,
+        max_downloads: usize,
+    ) -> Result<Images, ImageError> {
+        let content = ContentStore::open(root).map_err(|source| ImageError::Content {
+            image: String::new(),
+            source,
+        })?;
+        let snapshots = Snapshots::open(root).map_err(io_err(root))?;
+        let registry = RegistryClient::new().map_err(|e| ImageError::Io {
+            path: "registry client".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let records = store
+            .list::<ImageRecord>(Table::Images)?
+            .into_iter()
+            .collect();
+        Ok(Images {
+            store,
+            content,
+            snapshots,
+            registry,
+            platform,
+            downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
+            records: RwLock::new(records),
+        })
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Finds an image by id (with or without `sha256:`, or a unique prefix of
+    /// at least 4 hex digits), by tag or by digest reference.
+    pub fn resolve(&self, name: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ImageError::BadSpec("is empty".into()));
+        }
+        let records = self.records.read().expect("image records");
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut matches = records
+                .values()
+                .filter(|r| r.id["sha256:".len()..].starts_with(hex));
+            if let Some(first) = matches.next() {
+                if matches.next().is_some() {
+                    return Err(ImageError::BadSpec(format!(
+                        "{name:?} matches more than one image id"
+                    )));
+                }
+                return Ok(Some(first.clone()));
+            }
+            if hex.len() == 64 {
+                return Ok(None);
+            }
+        }
+        let reference = Reference::parse(name)?;
+        let found = records.values().find(|r| match &reference.digest {
+            Some(d) => r.repo_digests.contains(&reference.repo_digest(d)),
+            None => reference
+                .repo_tag()
+                .is_some_and(|t| r.repo_tags.contains(&t)),
+        });
+        Ok(found.cloned())
+    }
+
+    /// All images, or those matching `filter` (an image name or id).
+    pub fn list(&self, filter: Option<&str>) -> Result<Vec<ImageRecord>, ImageError> {
+        match filter.filter(|f| !f.is_empty()) {
+            Some(f) => Ok(self.resolve(f)?.into_iter().collect()),
+            None => Ok(self
+                .records
+                .read()
+                .expect("image records")
+                .values()
+                .cloned()
+                .collect()),
+        }
+    }
+
+    /// Removes the image `name` names, with all its tags (as the CRI says:
+    /// removing by one tag removes the image), then its unreferenced blobs and
+    /// snapshots. An unknown image is not an error.
+    pub fn remove(&self, name: &str, in_use: &HashSet<String>) -> Result<(), ImageError> {
+        let Some(record) = self.resolve(name)? else {
+            return Ok(());
+        };
+        self.store.delete(Table::Images, &record.id)?;
+        self.records
+            .write()
+            .expect("image records")
+            .remove(&record.id);
+        self.collect_garbage(in_use)
+    }
+
+    /// Deletes blobs and snapshots no image refers to. `in_use` holds chain
+    /// IDs that containers still run on (kept even if their image is gone).
+    pub fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
+        let records = self.records.read().expect("image records");
+        let blobs: HashSet<&str> = records.values().flat_map(ImageRecord::blobs).collect();
+        let chains: HashSet<&str> = records.values().flat_map(ImageRecord::chain_ids).collect();
+        for digest in self.content.list().map_err(|source| ImageError::Content {
+            image: String::new(),
+            source,
+        })? {
+            if !blobs.contains(digest.as_str()) {
+                self.content
+                    .delete(&digest)
+                    .map_err(|source| ImageError::Content {
+                        image: String::new(),
+                        source,
+                    })?;
+            }
+        }
+        for chain in self
+            .snapshots
+            .list()
+            .map_err(io_err(self.snapshots.root()))?
+        {
+            if !chains.contains(chain.as_str()) && !in_use.contains(&chain) {
+                self.snapshots
+                    .remove(&chain)
+                    .map_err(io_err(self.snapshots.root()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the images occupy: stored blobs plus unpacked snapshots.
+    pub fn fs_usage(&self) -> FsUsage {
+        let records = self.records.read().expect("image records");
+        let mut usage = FsUsage::default();
+        let mut seen_blobs = HashSet::new();
+        let mut seen_chains = HashSet::new();
+        for record in records.values() {
+            for blob in record.blobs() {
+                if seen_blobs.insert(blob.to_string())
+                    && let Ok(meta) = std::fs::metadata(self.content.path(blob))
+                {
+                    usage.bytes += meta.len();
+                    usage.inodes += 1;
+                }
+            }
+            for chain in record.chain_ids() {
+                if seen_chains.insert(chain.to_string()) {
+                    let u = self.snapshots.usage(chain);
+                    usage.bytes += u.bytes;
+                    usage.inodes += u.inodes;
+                }
+            }
+        }
+        usage
+    }
+
+    /// Records a pulled image; takes its tags from any image that had them.
+    fn save(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
+        let mut records = self.records.write().expect("image records");
+        if let Some(existing) = records.get(&record.id) {
+            for tag in &existing.repo_tags {
+                if !record.repo_tags.contains(tag) {
+                    record.repo_tags.push(tag.clone());
+                }
+            }
+            for digest in &existing.repo_digests {
+                if !record.repo_digests.contains(digest) {
+                    record.repo_digests.push(digest.clone());
+                }
+            }
+        }
+        record.repo_tags.sort();
+        record.repo_digests.sort();
+        let moved: Vec<ImageRecord> = records
+            .values()
+            .filter(|r| {
+                r.id != record.id && r.repo_tags.iter().any(|t| record.repo_tags.contains(t))
+            })
+            .map(|r| {
+                let mut r = r.clone();
+                r.repo_tags.retain(|t| !record.repo_tags.contains(t));
+                r
+            })
+            .collect();
+        for r in moved {
+            self.store.put(Table::Images, &r.id, &r)?;
+            records.insert(r.id.clone(), r);
+        }
+        self.store.put(Table::Images, &record.id, &record)?;
+        records.insert(record.id.clone(), record.clone());
+        Ok(record)
+    }
+}

@@ -93,7 +93,6 @@ impl Settings {
         ))
     }
 
-    #[allow(dead_code)] // used as image commands land
     pub async fn images(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
         if self.debug {
             eprintln!("connecting to image endpoint {}", self.image_endpoint);

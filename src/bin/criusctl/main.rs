@@ -1,7 +1,9 @@
 //! criusctl: a CRI client with crictl's commands, flags and config files.
 //! It speaks plain CRI, so it drives crius, containerd or CRI-O alike.
 
+mod config_file;
 mod endpoint;
+mod image;
 mod node;
 mod output;
 
@@ -27,6 +29,17 @@ enum Command {
     Version(node::VersionArgs),
     /// Display information of the container runtime
     Info(node::InfoArgs),
+    /// Pull an image from a registry
+    Pull(image::PullArgs),
+    /// List images
+    #[command(alias = "image")]
+    Images(image::ImagesArgs),
+    /// Return the status of one or more images
+    Inspecti(image::InspectArgs),
+    /// Remove one or more images
+    Rmi(image::RmiArgs),
+    /// Return image filesystem info
+    Imagefsinfo(image::FsInfoArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +59,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Version(args) => node::version(&settings, args).await,
             Command::Info(args) => node::info(&settings, args).await,
+            Command::Pull(args) => image::pull(&settings, args).await,
+            Command::Images(args) => image::images(&settings, args).await,
+            Command::Inspecti(args) => image::inspecti(&settings, args).await,
+            Command::Rmi(args) => image::rmi(&settings, args).await,
+            Command::Imagefsinfo(args) => image::imagefsinfo(&settings, args).await,
         }
     });
     match result {

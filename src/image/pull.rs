@@ -1,0 +1,438 @@
+//! PullImage: manifest (or index, then the node's platform), config, then every
+//! layer downloaded and unpacked at once, each layer while it streams.
+//!
+//! A layer's bytes flow from the HTTP body through one blocking worker that
+//! tees them into the content store (compressed digest and size checked) and
+//! through the decompressor into the unpacker (diff ID checked). Layers unpack
+//! into their own snapshot directories, so they need not wait for each other.
+//! Any mismatch drops the pending blob and snapshot: nothing half-made stays.
+
+use super::content::{ContentError, Ingest};
+use super::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, MAX_CONFIG_BYTES};
+use super::record::{ImageRecord, LayerRecord};
+use super::reference::{Reference, validate_digest};
+use super::registry::{RegistryError, Repository};
+use super::unpack::{self, HashingReader, UnpackError, Usage};
+use super::{ImageError, Images, auth::Credentials};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::io::Read;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::sync::mpsc::{Receiver, channel};
+
+/// Chunks buffered between the download and the unpacking worker.
+const CHANNEL_CHUNKS: usize = 64;
+
+/// Why one layer failed, before it is put in the image's terms.
+#[derive(Debug, thiserror::Error)]
+enum LayerError {
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("uncompressed content has digest {actual}, the image config says {expected}")]
+    DiffId { expected: String, actual: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("download: {0}")]
+    Download(String),
+}
+
+impl Images {
+    /// Pulls `name` and returns its record (id = config digest).
+    pub async fn pull(
+        self: &Arc<Self>,
+        name: &str,
+        creds: &Credentials,
+    ) -> Result<ImageRecord, ImageError> {
+        let reference = Reference::parse(name)?;
+        let image = reference.to_string();
+        let repo = Repository::new(&reference.domain, &reference.path);
+        let reg = |source: RegistryError| ImageError::Registry {
+            image: image.clone(),
+            source,
+        };
+        let bad = |reason: String| ImageError::BadContent {
+            image: image.clone(),
+            reason,
+        };
+
+        let (top, content_type) = self
+            .registry
+            .manifest(&repo, reference.manifest_reference(), creds)
+            .await
+            .map_err(reg)?;
+        let top_digest = sha256(&top);
+        if let Some(pinned) = &reference.digest
+            && *pinned != top_digest
+        {
+            return Err(bad(format!(
+                "the registry served a manifest with digest {top_digest}, not {pinned}"
+            )));
+        }
+        let (manifest, manifest_digest, manifest_body, index_digest) =
+            match manifest::classify(&content_type, &top).map_err(&bad)? {
+                Fetched::Manifest(m) => (m, top_digest.clone(), top.clone(), None),
+                Fetched::Index(index) => {
+                    let Some(entry) = manifest::select_platform(&index, &self.platform) else {
+                        let offered: Vec<String> = index
+                            .manifests
+                            .iter()
+                            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+                            .collect();
+                        return Err(bad(format!(
+                            "no image for platform {} (the index has {offered:?})",
+                            self.platform
+                        )));
+                    };
+                    validate_digest(&entry.digest).map_err(&bad)?;
+                    let (body, ct) = self
+                        .registry
+                        .manifest(&repo, &entry.digest, creds)
+                        .await
+                        .map_err(reg)?;
+                    if sha256(&body) != entry.digest {
+                        return Err(bad(format!(
+                            "manifest {} does not match its digest",
+                            entry.digest
+                        )));
+                    }
+                    match manifest::classify(&ct, &body).map_err(&bad)? {
+                        Fetched::Manifest(m) => {
+                            (m, entry.digest.clone(), body, Some(top_digest.clone()))
+                        }
+                        Fetched::Index(_) => {
+                            return Err(bad("an index inside an index is not supported".into()));
+                        }
+                    }
+                }
+            };
+
+        validate_digest(&manifest.config.digest).map_err(&bad)?;
+        let config_bytes = self
+            .config_blob(&repo, &manifest.config, creds, &image)
+            .await?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| bad(format!("image config is malformed: {e}")))?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(bad(format!(
+                "{} layers but {} diff_ids in the config",
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        for d in diff_ids
+            .iter()
+            .chain(manifest.layers.iter().map(|l| &l.digest))
+        {
+            validate_digest(d).map_err(&bad)?;
+        }
+        let chain_ids = manifest::chain_ids(diff_ids);
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            let compression = manifest::layer_compression(&layer.media_type).map_err(&bad)?;
+            let job = LayerJob {
+                layer: layer.clone(),
+                compression,
+                diff_id: diff_ids[i].clone(),
+                chain_id: chain_ids[i].clone(),
+            };
+            let (this, repo, creds) = (self.clone(), repo.clone(), creds.clone());
+            tasks.spawn(async move { this.ensure_layer(&repo, job, &creds).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.map_err(|e| bad(format!("layer task failed: {e}")))?;
+            result.map_err(|(layer, e)| match e {
+                LayerError::Unpack(source) => ImageError::Unpack {
+                    image: image.clone(),
+                    layer,
+                    source,
+                },
+                LayerError::Content(source) => ImageError::Content {
+                    image: image.clone(),
+                    source,
+                },
+                LayerError::Download(detail) if detail.starts_with("registry:") => bad(format!(
+                    "layer {layer}: {}",
+                    detail.trim_start_matches("registry:")
+                )),
+                other => bad(format!("layer {layer}: {other}")),
+            })?;
+        }
+
+        let put = |digest: &str, body: &[u8]| {
+            self.content
+                .put(digest, body)
+                .map_err(|source| ImageError::Content {
+                    image: image.clone(),
+                    source,
+                })
+        };
+        put(&manifest_digest, &manifest_body)?;
+        if let Some(index) = &index_digest {
+            put(index, &top)?;
+        }
+        let layers: Vec<LayerRecord> = manifest
+            .layers
+            .iter()
+            .zip(diff_ids.iter().zip(&chain_ids))
+            .map(|(l, (diff_id, chain_id))| LayerRecord {
+                digest: l.digest.clone(),
+                media_type: l.media_type.clone(),
+                size: l.size.max(0) as u64,
+                diff_id: diff_id.clone(),
+                chain_id: chain_id.clone(),
+            })
+            .collect();
+        let size = config_bytes.len() as u64 + layers.iter().map(|l| l.size).sum::<u64>();
+        let record = ImageRecord {
+            id: manifest.config.digest.clone(),
+            repo_tags: reference.repo_tag().into_iter().collect(),
+            repo_digests: vec![reference.repo_digest(&top_digest)],
+            manifest_digest,
+            index_digest,
+            layers,
+            config,
+            size,
+            pulled_at: crate::time::now_nanos(),
+            pinned: false,
+        };
+        let record = self.save(record)?;
+        tracing::info!(image = %image, id = %record.id, "pulled");
+        Ok(record)
+    }
+
+    /// The config blob, from the store or the registry (bounded, verified).
+    async fn config_blob(
+        &self,
+        repo: &Repository,
+        desc: &Descriptor,
+        creds: &Credentials,
+        image: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        let content = |source| ImageError::Content {
+            image: image.to_string(),
+            source,
+        };
+        if self.content.has(&desc.digest) {
+            return self.content.read(&desc.digest).map_err(content);
+        }
+        if desc.size < 0 || desc.size as u64 > MAX_CONFIG_BYTES {
+            return Err(ImageError::BadContent {
+                image: image.into(),
+                reason: format!("config size {} is out of bounds", desc.size),
+            });
+        }
+        let mut resp = self
+            .registry
+            .blob(repo, &desc.digest, creds)
+            .await
+            .map_err(|source| ImageError::Registry {
+                image: image.into(),
+                source,
+            })?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ImageError::BadContent {
+            image: image.into(),
+            reason: format!("config download: {e}"),
+        })? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > desc.size as u64 {
+                break; // `put` reports the size mismatch
+            }
+        }
+        self.content.put(&desc.digest, &body).map_err(content)?;
+        Ok(body)
+    }
+
+    /// Makes sure a layer's snapshot exists; on failure says which layer.
+    async fn ensure_layer(
+        &self,
+        repo: &Repository,
+        job: LayerJob,
+        creds: &Credentials,
+    ) -> Result<(), (String, LayerError)> {
+        let digest = job.layer.digest.clone();
+        self.ensure_layer_inner(repo, job, creds)
+            .await
+            .map_err(|e| (digest, e))
+    }
+
+    async fn ensure_layer_inner(
+        &self,
+        repo: &Repository,
+        job: LayerJob,
+        creds: &Credentials,
+    ) -> Result<(), LayerError> {
+        let _slot = self
+            .downloads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| LayerError::Download(e.to_string()))?;
+        // Pulls sharing this layer wait here, then find the snapshot made.
+        let _guard = self.content.lock(&job.chain_id).await;
+        if self.snapshots.exists(&job.chain_id) {
+            return Ok(());
+        }
+        let pending = self.snapshots.prepare(&job.chain_id)?;
+        let fs = pending.fs();
+        let (compression, diff_id) = (job.compression, job.diff_id.clone());
+        let usage = if self.content.has(&job.layer.digest) {
+            let blob = self.content.path(&job.layer.digest);
+            tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&blob)?;
+                unpack_verified(file, None, compression, &fs, &diff_id)
+            })
+            .await
+            .map_err(|e| LayerError::Download(e.to_string()))??
+        } else {
+            tracing::debug!(blob = %job.layer.digest, size = job.layer.size, "downloading layer");
+            let mut resp = self
+                .registry
+                .blob(repo, &job.layer.digest, creds)
+                .await
+                .map_err(|e| LayerError::Download(format!("registry:{e}")))?;
+            let ingest = self.content.writer(&job.layer.digest, job.layer.size)?;
+            let (tx, rx) = channel::<Bytes>(CHANNEL_CHUNKS);
+            let worker = tokio::task::spawn_blocking(move || {
+                unpack_verified(
+                    ChannelReader {
+                        rx,
+                        chunk: Bytes::new(),
+                    },
+                    Some(ingest),
+                    compression,
+                    &fs,
+                    &diff_id,
+                )
+            });
+            let mut download_error = None;
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => {
+                        // A send fails only when the worker gave up; it says why.
+                        if tx.send(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        download_error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let result = worker
+                .await
+                .map_err(|e| LayerError::Download(e.to_string()))?;
+            if let Some(e) = download_error {
+                return Err(LayerError::Download(e));
+            }
+            result?
+        };
+        self.snapshots.commit(pending, &job.chain_id, usage)?;
+        Ok(())
+    }
+}
+
+struct LayerJob {
+    layer: Descriptor,
+    compression: Compression,
+    diff_id: String,
+    chain_id: String,
+}
+
+/// Unpacks `source` (compressed) into `dest`, checking the diff ID, and when
+/// `ingest` is given stores the compressed bytes, checking digest and size.
+fn unpack_verified(
+    source: impl Read,
+    ingest: Option<Ingest>,
+    compression: Compression,
+    dest: &Path,
+    diff_id: &str,
+) -> Result<Usage, LayerError> {
+    let failed = Rc::new(RefCell::new(None));
+    let mut tee = TeeReader {
+        inner: source,
+        ingest,
+        failed: failed.clone(),
+    };
+    // A storage failure reaches the tar reader as a bare I/O error; the
+    // shared cell keeps the real cause, which wins over what unpacking saw.
+    let cause = |e: LayerError| match failed.borrow_mut().take() {
+        Some(content) => LayerError::Content(content),
+        None => e,
+    };
+    let usage = {
+        let decompressed =
+            unpack::decompress(&mut tee, compression).map_err(|e| cause(e.into()))?;
+        let mut hashing = HashingReader::new(decompressed);
+        let usage = unpack::unpack(&mut hashing, dest).map_err(|e| cause(e.into()))?;
+        let actual = hashing.finish().map_err(|e| cause(e.into()))?;
+        if actual != diff_id {
+            return Err(cause(LayerError::DiffId {
+                expected: diff_id.to_string(),
+                actual,
+            }));
+        }
+        usage
+    };
+    // The compressed stream may go on past what the decompressor needed.
+    std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| cause(e.into()))?;
+    if let Some(ingest) = tee.ingest.take() {
+        ingest.commit()?;
+    }
+    Ok(usage)
+}
+
+/// Copies what it reads into the content store's ingest.
+struct TeeReader<R> {
+    inner: R,
+    ingest: Option<Ingest>,
+    failed: Rc<RefCell<Option<ContentError>>>,
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(ingest) = &mut self.ingest
+            && let Err(e) = ingest.write(&buf[..n])
+        {
+            let message = e.to_string();
+            *self.failed.borrow_mut() = Some(e);
+            return Err(std::io::Error::other(message));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the chunks the download sends.
+struct ChannelReader {
+    rx: Receiver<Bytes>,
+    chunk: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.chunk = chunk,
+                None => return Ok(0), // download finished (or stopped)
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
