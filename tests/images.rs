@@ -313,7 +313,7 @@ async fn pull_by_digest_and_find_by_id_prefix_tag_and_digest() {
     let (found, _) = status(&daemon, &by_digest).await;
     let found = found.unwrap();
     assert!(found.repo_tags.is_empty(), "a digest pull adds no tag");
-    assert_eq!(found.repo_digests, [by_digest.clone()]);
+    assert_eq!(found.repo_digests, std::slice::from_ref(&by_digest));
     for name in [
         id.clone(),
         id.trim_start_matches("sha256:").to_string(),
