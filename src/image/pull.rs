@@ -33,7 +33,7 @@ enum LayerError {
     Unpack(#[from] UnpackError),
     #[error(transparent)]
     Content(#[from] ContentError),
-    #[error("uncompressed content has digest {actual}, the image config says {expected}")]
+    #[error("uncompressed content has digest {actual}, but the config's diff_id is {expected}")]
     DiffId { expected: String, actual: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -165,6 +165,7 @@ impl Images {
             })?;
         }
 
+        let record_config_digest = manifest.config.digest.clone();
         let put = |digest: &str, body: &[u8]| {
             self.content
                 .put(digest, body)
@@ -173,6 +174,7 @@ impl Images {
                     source,
                 })
         };
+        put(&record_config_digest, &config_bytes)?;
         put(&manifest_digest, &manifest_body)?;
         if let Some(index) = &index_digest {
             put(index, &top)?;
@@ -207,7 +209,8 @@ impl Images {
         Ok(record)
     }
 
-    /// The config blob, from the store or the registry (bounded, verified).
+    /// The config blob, from the store or the registry (bounded, verified),
+    /// kept in memory: it is stored only once the whole image is.
     async fn config_blob(
         &self,
         repo: &Repository,
@@ -215,18 +218,21 @@ impl Images {
         creds: &Credentials,
         image: &str,
     ) -> Result<Vec<u8>, ImageError> {
-        let content = |source| ImageError::Content {
-            image: image.to_string(),
-            source,
-        };
         if self.content.has(&desc.digest) {
-            return self.content.read(&desc.digest).map_err(content);
+            return self
+                .content
+                .read(&desc.digest)
+                .map_err(|source| ImageError::Content {
+                    image: image.into(),
+                    source,
+                });
         }
+        let bad = |reason: String| ImageError::BadContent {
+            image: image.into(),
+            reason,
+        };
         if desc.size < 0 || desc.size as u64 > MAX_CONFIG_BYTES {
-            return Err(ImageError::BadContent {
-                image: image.into(),
-                reason: format!("config size {} is out of bounds", desc.size),
-            });
+            return Err(bad(format!("config size {} is out of bounds", desc.size)));
         }
         let mut resp = self
             .registry
@@ -237,16 +243,25 @@ impl Images {
                 source,
             })?;
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ImageError::BadContent {
-            image: image.into(),
-            reason: format!("config download: {e}"),
-        })? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| bad(format!("config download: {e}")))?
+        {
             body.extend_from_slice(&chunk);
             if body.len() as u64 > desc.size as u64 {
-                break; // `put` reports the size mismatch
+                return Err(bad(format!(
+                    "config {} is longer than its {} bytes",
+                    desc.digest, desc.size
+                )));
             }
         }
-        self.content.put(&desc.digest, &body).map_err(content)?;
+        if body.len() as u64 != desc.size as u64 || sha256(&body) != desc.digest {
+            return Err(bad(format!(
+                "config {} does not match its digest and size",
+                desc.digest
+            )));
+        }
         Ok(body)
     }
 

@@ -178,3 +178,4 @@ pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+pub mod fake_registry;
