@@ -82,6 +82,8 @@ impl Puller {
 #[ignore = "needs the e2e registry and images: run `make test`"]
 async fn every_test_image_pulls_back_intact() {
     let summary = summary();
+    // reqwest is built with rustls but no default crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let puller = Puller {
         base: format!("http://{}", summary["registry"].as_str().unwrap()),
         http: reqwest::Client::new(),

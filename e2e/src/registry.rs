@@ -14,6 +14,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(host: &str) -> anyhow::Result<Registry> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()?;
