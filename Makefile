@@ -1,7 +1,7 @@
 # The two commands: `make run` (the daemon, built-in defaults) and `make test`
 # (everything). Both install their Debian packages themselves.
 
-.PHONY: run test build lint clean
+.PHONY: run test build lint clean bench
 
 run:
 	e2e/run-daemon.sh
@@ -18,3 +18,7 @@ lint:
 
 clean:
 	cargo clean
+
+# Benchmarks beside containerd (installs Debian's containerd).
+bench:
+	e2e/bench/pull.sh

@@ -2,6 +2,7 @@
 //! busybox and pushes them to a registry over HTTP, then writes a JSON summary
 //! (references and digests) that the tests read.
 
+mod big;
 mod catalog;
 mod image;
 mod layer;
@@ -34,6 +35,28 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Build and push the large benchmark image (busybox plus data layers)
+    PushBig {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        registry: String,
+        #[arg(long, default_value = "/bin/busybox")]
+        busybox: PathBuf,
+        #[arg(long, default_value = "crius-test/big")]
+        repo: String,
+        /// Data layers
+        #[arg(long, default_value_t = 6)]
+        layers: usize,
+        /// Uncompressed MiB per data layer
+        #[arg(long, default_value_t = 40)]
+        layer_mb: usize,
+    },
+    /// Unpack one gzip layer blob with crius's unpacker (for the benchmark)
+    Unpack {
+        #[arg(long)]
+        blob: PathBuf,
+        #[arg(long)]
+        dest: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -44,20 +67,61 @@ async fn main() -> anyhow::Result<()> {
             busybox,
             out,
         } => push_images(&registry, &busybox, &out).await,
+        Command::PushBig {
+            registry,
+            busybox,
+            repo,
+            layers,
+            layer_mb,
+        } => {
+            let (binary, applets) = read_busybox(&busybox)?;
+            let base = catalog::busybox_layer(&binary, &applets);
+            let image = big::build(layers, layer_mb, &base);
+            registry::Registry::new(&registry)?
+                .push_image(&repo, Some("latest"), &image)
+                .await?;
+            let compressed: usize = image.layers.iter().map(|l| l.size()).sum();
+            println!(
+                "pushed {registry}/{repo}:latest: {} layers, {} MiB compressed, {} MiB of data uncompressed",
+                image.layers.len(),
+                compressed >> 20,
+                layers * layer_mb
+            );
+            Ok(())
+        }
+        Command::Unpack { blob, dest } => {
+            let started = std::time::Instant::now();
+            let file = std::fs::File::open(&blob).with_context(|| format!("{}", blob.display()))?;
+            let reader = crius::image::unpack::decompress(
+                std::io::BufReader::new(file),
+                crius::image::manifest::Compression::Gzip,
+            )?;
+            std::fs::create_dir_all(&dest)?;
+            let usage = crius::image::unpack::unpack(reader, &dest)?;
+            println!("{:.3} {}", started.elapsed().as_secs_f64(), usage.bytes);
+            Ok(())
+        }
     }
 }
 
-async fn push_images(host: &str, busybox: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
+fn read_busybox(busybox: &PathBuf) -> anyhow::Result<(Vec<u8>, Vec<String>)> {
     let binary =
         std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let list = std::process::Command::new(busybox).arg("--list").output()?;
     if !list.status.success() {
         bail!("{} --list failed", busybox.display());
     }
-    let applets: Vec<String> = String::from_utf8(list.stdout)?
-        .lines()
-        .map(str::to_string)
-        .collect();
+    Ok((
+        binary,
+        String::from_utf8(list.stdout)?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+async fn push_images(host: &str, busybox: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
+    let (binary, applets) = read_busybox(busybox)?;
     let registry = registry::Registry::new(host)?;
     let mut summary = Vec::new();
     for image in catalog::all(&binary, &applets) {

@@ -1,0 +1,91 @@
+# Shared set-up for benchmarks: a registry, criusd and Debian's containerd (with
+# its CRI plugin), each with temporary state, all stopped by PID on exit.
+# Source it from a benchmark script after `cd` to the repository root.
+set -euo pipefail
+
+bench_setup() {
+    e2e/install-deps.sh
+    if ! command -v containerd >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd >/dev/null
+    fi
+    cargo build --release --quiet --workspace
+    BIN=$PWD/target/release
+    CTL=$BIN/criusctl
+    WORK=$(mktemp -d /tmp/crius-bench.XXXXXX)
+    REG=127.0.0.1:5000
+    PIDS=()
+    trap bench_cleanup EXIT
+    e2e/registry.sh start "$WORK/registry" >/dev/null
+}
+
+bench_cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    e2e/registry.sh stop "$WORK/registry" || true
+    # containerd's and crius's stores may hold overlay mounts of running pods.
+    grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
+wait_socket() {
+    for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+    echo "no socket $1" >&2
+    return 1
+}
+
+start_crius() {
+    mkdir -p "$WORK/crius"
+    "$BIN/criusd" --config /dev/null --listen "$WORK/crius/crius.sock" --root "$WORK/crius/root" \
+        --state "$WORK/crius/state" --log-level warn >"$WORK/crius/log" 2>&1 </dev/null &
+    PIDS+=($!)
+    CRIUS=unix://$WORK/crius/crius.sock
+    wait_socket "$WORK/crius/crius.sock"
+}
+
+start_containerd() {
+    local dir=$WORK/containerd
+    mkdir -p "$dir/certs.d/$REG" "$dir/net.d"
+    cat >"$dir/certs.d/$REG/hosts.toml" <<TOML
+server = "http://$REG"
+[host."http://$REG"]
+  capabilities = ["pull", "resolve"]
+TOML
+    cat >"$dir/config.toml" <<TOML
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+[grpc]
+  address = "$dir/containerd.sock"
+[ttrpc]
+  address = "$dir/containerd.sock.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = "$REG/crius-test/pause:latest"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$dir/certs.d"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/net.d"
+TOML
+    containerd --config "$dir/config.toml" >"$dir/log" 2>&1 </dev/null &
+    PIDS+=($!)
+    CONTAINERD=unix://$dir/containerd.sock
+    wait_socket "$dir/containerd.sock"
+}
+
+# now_ms: milliseconds since the epoch.
+now_ms() {
+    date +%s%3N
+}
+
+# median N...: the median of its arguments.
+median() {
+    printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
