@@ -35,10 +35,14 @@ pub fn build(layers: usize, layer_mb: usize, base: &Layer) -> Image {
             let mut data = Vec::with_capacity(FILE_BYTES + 16);
             while data.len() < FILE_BYTES {
                 data.extend_from_slice(&words[(rng.next() % words.len() as u64) as usize]);
-                data.push(if rng.next() % 12 == 0 { b'\n' } else { b' ' });
+                data.push(if rng.next().is_multiple_of(12) {
+                    b'\n'
+                } else {
+                    b' '
+                });
             }
             data.truncate(FILE_BYTES);
-            if f % 64 == 0 {
+            if f.is_multiple_of(64) {
                 layer.dir(&format!("data{l}/d{}", f / 64), 0o755);
             }
             layer.file(&format!("data{l}/d{}/f{f}.txt", f / 64), 0o644, data);
