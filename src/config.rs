@@ -32,6 +32,8 @@ pub struct Config {
 pub struct ImageSection {
     pub platform: String,
     pub max_concurrent_downloads: u32,
+    pub registry_config_path: PathBuf,
+    pub credentials_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::Handlers;
 use crate::image::manifest::Platform;
-use crate::image::{ImageError, Images};
+use crate::image::{ImageError, ImageOptions, Images};
 use crate::network;
 use crate::store::{Store, StoreError, Table};
 use std::collections::HashMap;
@@ -63,12 +63,13 @@ impl Runtime {
         let handlers = Handlers::probe(&config.runtime.default_handler, &config.runtime.handlers);
         let store = Arc::new(store);
         let platform = Platform::parse(&config.image.platform).unwrap_or_else(Platform::host);
-        let images = Arc::new(Images::open(
-            &config.root,
-            store.clone(),
+        let options = ImageOptions {
             platform,
-            config.image.max_concurrent_downloads as usize,
-        )?);
+            max_downloads: config.image.max_concurrent_downloads as usize,
+            registry_config_path: config.image.registry_config_path.clone(),
+            credentials_file: config.image.credentials_file.clone(),
+        };
+        let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
         Ok(Runtime {
             config,
             store,

@@ -237,3 +237,109 @@ mod tests {
         );
     }
 }
+
+/// Credentials for `registry` from a Docker `config.json`-format file
+/// (`{"auths": {"host": {"auth": ..., "username": ..., ...}}}`); `Ok(None)`
+/// when the file or the entry is missing. Keys may carry a scheme and path
+/// (`https://index.docker.io/v1/`); Docker Hub's aliases all mean docker.io.
+pub fn from_docker_config(
+    file: &std::path::Path,
+    registry: &str,
+) -> Result<Option<Credentials>, String> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", file.display())),
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+    let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else {
+        return Ok(None);
+    };
+    let wanted = registry_key(registry);
+    let Some(entry) = auths
+        .iter()
+        .find(|(key, _)| registry_key(key) == wanted)
+        .map(|(_, v)| v)
+    else {
+        return Ok(None);
+    };
+    let field = |name: &str| {
+        entry
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let config = crate::cri::AuthConfig {
+        username: field("username"),
+        password: field("password"),
+        auth: field("auth"),
+        identity_token: field("identitytoken"),
+        registry_token: field("registrytoken"),
+        server_address: registry.to_string(),
+    };
+    Credentials::from_cri(Some(&config))
+        .map(Some)
+        .map_err(|e| format!("{}: entry for {registry}: {e}", file.display()))
+}
+
+fn registry_key(key: &str) -> &str {
+    let key = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = key.split('/').next().unwrap_or(key);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod docker_config_tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_found_by_normalised_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(
+            &file,
+            r#"{"auths": {
+                "https://index.docker.io/v1/": {"auth": "aHViOnB3"},
+                "127.0.0.1:5000": {"username": "u", "password": "p"},
+                "https://quay.io": {"identitytoken": "tok"}
+            }}"#,
+        )
+        .unwrap();
+        let basic = |u: &str, p: &str| {
+            Some(Credentials::Basic {
+                username: u.into(),
+                password: p.into(),
+            })
+        };
+        assert_eq!(
+            from_docker_config(&file, "docker.io").unwrap(),
+            basic("hub", "pw")
+        );
+        assert_eq!(
+            from_docker_config(&file, "127.0.0.1:5000").unwrap(),
+            basic("u", "p")
+        );
+        assert!(matches!(
+            from_docker_config(&file, "quay.io").unwrap(),
+            Some(Credentials::IdentityToken { .. })
+        ));
+        assert_eq!(from_docker_config(&file, "ghcr.io").unwrap(), None);
+        assert_eq!(
+            from_docker_config(&dir.path().join("none.json"), "docker.io").unwrap(),
+            None
+        );
+        std::fs::write(&file, "{not json").unwrap();
+        assert!(
+            from_docker_config(&file, "docker.io")
+                .unwrap_err()
+                .contains("not JSON")
+        );
+    }
+}

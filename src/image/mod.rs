@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod content;
+pub mod hosts;
 pub mod manifest;
 mod pull;
 pub mod record;
@@ -55,6 +56,8 @@ pub enum ImageError {
         layer: String,
         source: UnpackError,
     },
+    #[error("pulling {image}: {reason}")]
+    Config { image: String, reason: String },
     #[error("image store {path}: {source}")]
     Io {
         path: String,
@@ -76,7 +79,9 @@ impl Classify for ImageError {
                 RegistryError::Transport { .. }
                 | RegistryError::Status { .. }
                 | RegistryError::Token { .. } => ErrorKind::Unavailable,
-                RegistryError::TooLarge { .. } => ErrorKind::FailedPrecondition,
+                RegistryError::TooLarge { .. } | RegistryError::Tls { .. } => {
+                    ErrorKind::FailedPrecondition
+                }
             },
             // The registry served content that does not verify or parse.
             ImageError::BadContent { .. } | ImageError::Unpack { .. } => {
@@ -87,6 +92,7 @@ impl Classify for ImageError {
                 _ => ErrorKind::FailedPrecondition,
             },
             ImageError::Io { .. } => ErrorKind::Internal,
+            ImageError::Config { .. } => ErrorKind::FailedPrecondition,
             ImageError::Store(e) => e.kind(),
         }
     }
@@ -106,13 +112,24 @@ pub struct FsUsage {
     pub inodes: u64,
 }
 
+/// How images are pulled (from the `[image]` configuration).
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    pub platform: Platform,
+    /// Layers downloaded and unpacked at once, node-wide.
+    pub max_downloads: usize,
+    /// hosts.toml directory.
+    pub registry_config_path: std::path::PathBuf,
+    /// Docker config.json-format credentials; empty path: none.
+    pub credentials_file: std::path::PathBuf,
+}
+
 pub struct Images {
     store: Arc<Store>,
+    options: ImageOptions,
     content: ContentStore,
     snapshots: Snapshots,
     registry: RegistryClient,
-    platform: Platform,
-    /// Layers downloaded and unpacked at once, node-wide.
     downloads: Arc<tokio::sync::Semaphore>,
     /// Records by image id, mirroring the store.
     records: RwLock<BTreeMap<String, ImageRecord>>,
@@ -122,8 +139,7 @@ impl Images {
     pub fn open(
         root: &Path,
         store: Arc<Store>,
-        platform: Platform,
-        max_downloads: usize,
+        options: ImageOptions,
     ) -> Result<Images, ImageError> {
         let content = ContentStore::open(root).map_err(|source| ImageError::Content {
             image: String::new(),
@@ -143,8 +159,8 @@ impl Images {
             content,
             snapshots,
             registry,
-            platform,
-            downloads: Arc::new(tokio::sync::Semaphore::new(max_downloads.max(1))),
+            downloads: Arc::new(tokio::sync::Semaphore::new(options.max_downloads.max(1))),
+            options,
             records: RwLock::new(records),
         })
     }
@@ -154,7 +170,7 @@ impl Images {
     }
 
     pub fn platform(&self) -> &Platform {
-        &self.platform
+        &self.options.platform
     }
 
     /// Finds an image by id (with or without `sha256:`, or a unique prefix of

@@ -13,7 +13,7 @@ use super::record::{ImageRecord, LayerRecord};
 use super::reference::{Reference, validate_digest};
 use super::registry::{RegistryError, Repository};
 use super::unpack::{self, HashingReader, UnpackError, Usage};
-use super::{ImageError, Images, auth::Credentials};
+use super::{ImageError, Images, auth, auth::Credentials, hosts};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -50,7 +50,24 @@ impl Images {
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(name)?;
         let image = reference.to_string();
-        let repo = Repository::new(&reference.domain, &reference.path);
+        let config_err = |reason: String| ImageError::Config {
+            image: image.clone(),
+            reason,
+        };
+        let endpoints = hosts::endpoints(&self.options.registry_config_path, &reference.domain)
+            .map_err(|e| config_err(e.to_string()))?;
+        let repo = Repository::with_endpoints(&reference.domain, &reference.path, endpoints);
+        let fallback;
+        let creds = match creds {
+            Credentials::Anonymous if !self.options.credentials_file.as_os_str().is_empty() => {
+                fallback =
+                    auth::from_docker_config(&self.options.credentials_file, &reference.domain)
+                        .map_err(config_err)?
+                        .unwrap_or_default();
+                &fallback
+            }
+            given => given,
+        };
         let reg = |source: RegistryError| ImageError::Registry {
             image: image.clone(),
             source,
@@ -77,7 +94,8 @@ impl Images {
             match manifest::classify(&content_type, &top).map_err(&bad)? {
                 Fetched::Manifest(m) => (m, top_digest.clone(), top.clone(), None),
                 Fetched::Index(index) => {
-                    let Some(entry) = manifest::select_platform(&index, &self.platform) else {
+                    let Some(entry) = manifest::select_platform(&index, &self.options.platform)
+                    else {
                         let offered: Vec<String> = index
                             .manifests
                             .iter()
@@ -85,7 +103,7 @@ impl Images {
                             .collect();
                         return Err(bad(format!(
                             "no image for platform {} (the index has {offered:?})",
-                            self.platform
+                            self.options.platform
                         )));
                     };
                     validate_digest(&entry.digest).map_err(&bad)?;

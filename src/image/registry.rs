@@ -8,6 +8,7 @@
 //! reqwest drops the Authorization header when they leave the registry's host.
 
 use super::auth::{Challenge, Credentials, parse_challenge};
+use super::hosts::{self, Endpoint, TlsOptions};
 use super::manifest::{ACCEPT, MAX_MANIFEST_BYTES};
 use reqwest::{Response, StatusCode, header};
 use std::collections::HashMap;
@@ -51,30 +52,31 @@ pub enum RegistryError {
     TooLarge { what: String, limit: u64 },
     #[error("token service {realm}: {detail}")]
     Token { realm: String, detail: String },
+    #[error("TLS setup: {detail}")]
+    Tls { detail: String },
 }
 
-/// A repository on a registry endpoint.
+/// A repository and the endpoints it can be fetched from, in order
+/// (mirrors, then the registry itself).
 #[derive(Debug, Clone)]
 pub struct Repository {
     /// Registry host as in references ("docker.io", "127.0.0.1:5000").
     pub host: String,
-    /// "http://127.0.0.1:5000" or "https://registry-1.docker.io".
-    pub base: String,
     pub path: String,
+    pub endpoints: Vec<Endpoint>,
 }
 
 impl Repository {
-    /// The default endpoint of a registry host.
+    /// The registry's default endpoint only.
     pub fn new(host: &str, path: &str) -> Repository {
-        let base = match host {
-            "docker.io" => "https://registry-1.docker.io".to_string(),
-            h if is_loopback(h) => format!("http://{h}"),
-            h => format!("https://{h}"),
-        };
+        Repository::with_endpoints(host, path, vec![hosts::default_endpoint(host)])
+    }
+
+    pub fn with_endpoints(host: &str, path: &str, endpoints: Vec<Endpoint>) -> Repository {
         Repository {
             host: host.to_string(),
-            base,
             path: path.to_string(),
+            endpoints,
         }
     }
 
@@ -102,8 +104,9 @@ struct Token {
 }
 
 pub struct RegistryClient {
-    http: reqwest::Client,
-    /// Bearer tokens by "host scope".
+    /// One HTTP client per distinct TLS setup (most endpoints share one).
+    clients: Mutex<HashMap<TlsOptions, reqwest::Client>>,
+    /// Bearer tokens by "endpoint-host scope".
     tokens: Mutex<HashMap<String, Token>>,
 }
 
@@ -111,28 +114,94 @@ impl RegistryClient {
     pub fn new() -> Result<RegistryClient, String> {
         // One process-wide TLS provider; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let client = RegistryClient {
+            clients: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        };
+        client
+            .http(&TlsOptions::default())
+            .map_err(|e| e.to_string())?;
+        Ok(client)
+    }
+
+    /// The HTTP client for an endpoint's TLS settings.
+    fn http(&self, tls: &TlsOptions) -> Result<reqwest::Client, RegistryError> {
+        if let Some(client) = self.clients.lock().expect("clients").get(tls) {
+            return Ok(client.clone());
+        }
+        let tls_err = |detail: String| RegistryError::Tls { detail };
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("crius/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(RegistryClient {
-            http,
-            tokens: Mutex::new(HashMap::new()),
-        })
+            .tls_danger_accept_invalid_certs(tls.skip_verify);
+        for ca in &tls.ca {
+            let pem =
+                std::fs::read(ca).map_err(|e| tls_err(format!("CA {}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| tls_err(format!("CA {}: {e}", ca.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        for (cert, key) in &tls.client {
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| tls_err(format!("client certificate {}: {e}", cert.display())))?;
+            if let Some(key) = key {
+                pem.push(b'\n');
+                pem.extend(
+                    std::fs::read(key)
+                        .map_err(|e| tls_err(format!("client key {}: {e}", key.display())))?,
+                );
+            }
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| tls_err(format!("client certificate {}: {e}", cert.display())))?;
+            builder = builder.identity(identity);
+        }
+        let client = builder.build().map_err(|e| tls_err(e.to_string()))?;
+        self.clients
+            .lock()
+            .expect("clients")
+            .insert(tls.clone(), client.clone());
+        Ok(client)
     }
 
     /// Fetches a manifest or index by tag or digest: (body, content type).
+    /// Endpoints are tried in order: tags only where `resolve` is allowed.
     pub async fn manifest(
         &self,
         repo: &Repository,
         reference: &str,
         creds: &Credentials,
     ) -> Result<(Vec<u8>, String), RegistryError> {
-        let url = format!("{}/v2/{}/manifests/{reference}", repo.base, repo.path);
+        let by_digest = reference.contains(':');
+        let mut last = None;
+        for endpoint in repo
+            .endpoints
+            .iter()
+            .filter(|e| if by_digest { e.pull } else { e.resolve })
+        {
+            match self.manifest_from(repo, endpoint, reference, creds).await {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.prefix, error = %e, "trying the next endpoint");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| no_endpoint(repo, if by_digest { "pull" } else { "resolve" })))
+    }
+
+    async fn manifest_from(
+        &self,
+        repo: &Repository,
+        endpoint: &Endpoint,
+        reference: &str,
+        creds: &Credentials,
+    ) -> Result<(Vec<u8>, String), RegistryError> {
+        let url = format!("{}/{}/manifests/{reference}", endpoint.prefix, repo.path);
         let what = format!("manifest {}/{}:{reference}", repo.host, repo.path);
-        let mut resp = self.get(repo, &url, Some(ACCEPT), creds, &what).await?;
+        let mut resp = self
+            .get(repo, endpoint, &url, Some(ACCEPT), creds, &what)
+            .await?;
         if resp
             .content_length()
             .is_some_and(|n| n > MAX_MANIFEST_BYTES)
@@ -161,33 +230,49 @@ impl RegistryClient {
         Ok((body, content_type))
     }
 
-    /// Starts a blob download; the caller streams the body.
+    /// Starts a blob download from the first endpoint that has it; the
+    /// caller streams the body.
     pub async fn blob(
         &self,
         repo: &Repository,
         digest: &str,
         creds: &Credentials,
     ) -> Result<Response, RegistryError> {
-        let url = format!("{}/v2/{}/blobs/{digest}", repo.base, repo.path);
         let what = format!("blob {digest} of {}/{}", repo.host, repo.path);
-        self.get(repo, &url, None, creds, &what).await
+        let mut last = None;
+        for endpoint in repo.endpoints.iter().filter(|e| e.pull) {
+            let url = format!("{}/{}/blobs/{digest}", endpoint.prefix, repo.path);
+            match self.get(repo, endpoint, &url, None, creds, &what).await {
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    tracing::debug!(endpoint = %endpoint.prefix, error = %e, "trying the next endpoint");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| no_endpoint(repo, "pull")))
     }
 
     /// GET with auth and retries; returns only 2xx responses.
     async fn get(
         &self,
         repo: &Repository,
+        endpoint: &Endpoint,
         url: &str,
         accept: Option<&str>,
         creds: &Credentials,
         what: &str,
     ) -> Result<Response, RegistryError> {
-        let mut authorization = self.cached_authorization(repo, creds);
+        let http = self.http(&endpoint.tls)?;
+        let mut authorization = self.cached_authorization(repo, endpoint, creds);
         let mut challenged = false;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.http.get(url);
+            let mut request = http.get(url);
+            for (name, value) in &endpoint.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
             if let Some(accept) = accept {
                 request = request.header(header::ACCEPT, accept);
             }
@@ -221,7 +306,15 @@ impl RegistryClient {
                     }) => {
                         let scope = scope.unwrap_or_else(|| repo.scope());
                         let token = self
-                            .fetch_token(repo, &realm, service.as_deref(), &scope, creds)
+                            .fetch_token(
+                                &http,
+                                repo,
+                                endpoint,
+                                &realm,
+                                service.as_deref(),
+                                &scope,
+                                creds,
+                            )
                             .await?;
                         format!("Bearer {token}")
                     }
@@ -279,22 +372,30 @@ impl RegistryClient {
         }
     }
 
-    fn cached_authorization(&self, repo: &Repository, creds: &Credentials) -> Option<String> {
+    fn cached_authorization(
+        &self,
+        repo: &Repository,
+        endpoint: &Endpoint,
+        creds: &Credentials,
+    ) -> Option<String> {
         if let Credentials::RegistryToken(token) = creds {
             return Some(format!("Bearer {token}"));
         }
         let tokens = self.tokens.lock().expect("token cache");
         tokens
-            .get(&token_key(repo, &repo.scope()))
+            .get(&token_key(endpoint, &repo.scope()))
             .filter(|t| t.expires > Instant::now())
             .map(|t| format!("Bearer {}", t.value))
     }
 
     /// Gets a bearer token for `scope` from the realm: GET with basic auth (or
     /// anonymously), or the OAuth2 refresh-token POST for identity tokens.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_token(
         &self,
+        http: &reqwest::Client,
         repo: &Repository,
+        endpoint: &Endpoint,
         realm: &str,
         service: Option<&str>,
         scope: &str,
@@ -323,8 +424,7 @@ impl RegistryClient {
                     .map(|(k, v)| format!("{k}={}", urlencode(v)))
                     .collect::<Vec<_>>()
                     .join("&");
-                self.http
-                    .post(realm)
+                http.post(realm)
                     .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(body)
             }
@@ -335,7 +435,7 @@ impl RegistryClient {
                     .collect::<Vec<_>>()
                     .join("&");
                 let sep = if realm.contains('?') { '&' } else { '?' };
-                let mut request = self.http.get(format!("{realm}{sep}{query}"));
+                let mut request = http.get(format!("{realm}{sep}{query}"));
                 if let Some(basic) = creds.basic_header() {
                     request = request.header(header::AUTHORIZATION, basic);
                 }
@@ -371,7 +471,7 @@ impl RegistryClient {
             .unwrap_or(60)
             .max(20);
         self.tokens.lock().expect("token cache").insert(
-            token_key(repo, scope),
+            token_key(endpoint, scope),
             Token {
                 value: value.clone(),
                 expires: Instant::now() + Duration::from_secs(lifetime - 10),
@@ -381,8 +481,15 @@ impl RegistryClient {
     }
 }
 
-fn token_key(repo: &Repository, scope: &str) -> String {
-    format!("{} {scope}", repo.host)
+fn token_key(endpoint: &Endpoint, scope: &str) -> String {
+    format!("{} {scope}", endpoint.host)
+}
+
+fn no_endpoint(repo: &Repository, capability: &str) -> RegistryError {
+    RegistryError::NotFound {
+        what: format!("an endpoint of {} allowed to {capability}", repo.host),
+        url: "hosts.toml".into(),
+    }
 }
 
 fn unauthorized(repo: &Repository, what: &str, detail: &str) -> RegistryError {
@@ -427,18 +534,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints() {
-        assert_eq!(
-            Repository::new("docker.io", "library/x").base,
-            "https://registry-1.docker.io"
-        );
-        assert_eq!(
-            Repository::new("127.0.0.1:5000", "a").base,
-            "http://127.0.0.1:5000"
-        );
-        assert_eq!(Repository::new("localhost", "a").base, "http://localhost");
-        assert_eq!(Repository::new("[::1]:5000", "a").base, "http://[::1]:5000");
-        assert_eq!(Repository::new("quay.io", "a").base, "https://quay.io");
+    fn default_endpoints() {
+        let prefix = |host: &str| Repository::new(host, "a").endpoints[0].prefix.clone();
+        assert_eq!(prefix("docker.io"), "https://registry-1.docker.io/v2");
+        assert_eq!(prefix("127.0.0.1:5000"), "http://127.0.0.1:5000/v2");
+        assert_eq!(prefix("localhost"), "http://localhost/v2");
+        assert_eq!(prefix("[::1]:5000"), "http://[::1]:5000/v2");
+        assert_eq!(prefix("quay.io"), "https://quay.io/v2");
         assert!(!is_loopback("10.0.0.1:5000"));
     }
 
