@@ -25,7 +25,7 @@ cargo build --workspace --all-targets --quiet
 echo "== registry and test images"
 e2e/registry.sh start "$work/registry"
 target/debug/crius-e2e push-images --out "$work/images.json"
-export CRIUS_E2E_IMAGES=$work/images.json
+export CRIUS_E2E_IMAGES=$work/images.json CRIUS_E2E_REGISTRY_STORAGE=$work/registry/storage
 
 echo "== unit and integration tests"
 cargo test --workspace --quiet -- --include-ignored

@@ -1,0 +1,339 @@
+//! Registry host configuration (hosts.toml: mirrors, capabilities, TLS) and
+//! the credentials-file fallback, with real pulls.
+
+mod common;
+
+use common::Daemon;
+use common::fake_registry::{Auth, FakeRegistry, image, raw_entry};
+use crius::cri;
+use std::path::Path;
+use std::process::{Child, Command};
+use tonic::Code;
+
+async fn pull(daemon: &Daemon, name: &str) -> Result<String, tonic::Status> {
+    let request = cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: name.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(daemon
+        .images()
+        .await
+        .pull_image(request)
+        .await?
+        .into_inner()
+        .image_ref)
+}
+
+/// Starts criusd with `[image]` settings pointing into `dir`.
+fn daemon_with(dir: &Path, image_settings: &str) -> Daemon {
+    let config = dir.join("crius.toml");
+    std::fs::write(&config, format!("[image]\n{image_settings}")).unwrap();
+    Daemon::start_in(dir, &["--config", config.to_str().unwrap()])
+}
+
+fn hosts_toml(dir: &Path, registry: &str, text: &str) {
+    let host_dir = dir.join("certs.d").join(registry);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("hosts.toml"), text).unwrap();
+}
+
+fn certs_d(dir: &Path) -> String {
+    format!(
+        "registry_config_path = {:?}\n",
+        dir.join("certs.d").to_str().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_that_is_down_falls_back_to_the_next() {
+    let upstream = FakeRegistry::start().await;
+    let img = image(&[vec![raw_entry("a", b'0', "", b"a")]], false);
+    upstream.serve_image("app", "v1", &img);
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback: connection refused.
+    hosts_toml(
+        dir.path(),
+        &upstream.host,
+        &format!(
+            "server = \"http://{}\"\n\n[host.\"http://127.0.0.1:9\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host
+        ),
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    assert_eq!(
+        pull(&daemon, &format!("{}/app:v1", upstream.host))
+            .await
+            .unwrap(),
+        img.config_digest
+    );
+    assert!(
+        daemon.log().contains("trying the next endpoint"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_only_mirrors_serve_blobs_while_tags_resolve_upstream() {
+    let upstream = FakeRegistry::start().await;
+    let mirror = FakeRegistry::start().await;
+    let img = image(
+        &[
+            vec![raw_entry("a", b'0', "", b"a")],
+            vec![raw_entry("b", b'0', "", b"b")],
+        ],
+        false,
+    );
+    // Upstream has only the tag; the mirror has the content by digest.
+    upstream.route(
+        "/v2/app/manifests/v1",
+        200,
+        "application/vnd.oci.image.manifest.v1+json",
+        img.manifest.clone(),
+    );
+    mirror.serve_image("app", "unused-tag", &img);
+    let dir = tempfile::tempdir().unwrap();
+    hosts_toml(
+        dir.path(),
+        &upstream.host,
+        &format!(
+            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n  [host.\"http://{}\".header]\n    x-crius-test = \"yes\"\n",
+            upstream.host, mirror.host, mirror.host
+        ),
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    assert_eq!(
+        pull(&daemon, &format!("{}/app:v1", upstream.host))
+            .await
+            .unwrap(),
+        img.config_digest
+    );
+    assert_eq!(
+        mirror.hits("/v2/app/manifests/v1"),
+        0,
+        "a pull-only mirror is not asked to resolve tags"
+    );
+    assert_eq!(upstream.hits("/v2/app/manifests/v1"), 1);
+    for (digest, _) in &img.layers {
+        assert_eq!(
+            mirror.hits(&format!("/v2/app/blobs/{digest}")),
+            1,
+            "blobs come from the mirror"
+        );
+        assert_eq!(upstream.hits(&format!("/v2/app/blobs/{digest}")), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hosts_toml_is_a_clear_error() {
+    let upstream = FakeRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    hosts_toml(
+        dir.path(),
+        &upstream.host,
+        "[host.\"http://m\"]\nskip_verify = \"yes\"\n",
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    let err = pull(&daemon, &format!("{}/app:v1", upstream.host))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("hosts.toml") && err.message().contains("skip_verify"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_file_is_used_when_a_pull_has_none() {
+    let registry = FakeRegistry::start().await;
+    let img = image(&[vec![raw_entry("a", b'0', "", b"a")]], false);
+    registry.serve_image("private", "v1", &img);
+    registry.set_auth(Auth::Basic {
+        user: "carol".into(),
+        password: "pw".into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("config.json");
+    std::fs::write(
+        &creds,
+        format!(
+            "{{\"auths\": {{\"http://{}\": {{\"auth\": \"Y2Fyb2w6cHc=\"}}}}}}",
+            registry.host
+        ),
+    )
+    .unwrap();
+    let daemon = daemon_with(
+        dir.path(),
+        &format!("credentials_file = {:?}\n", creds.to_str().unwrap()),
+    );
+    assert_eq!(
+        pull(&daemon, &format!("{}/private:v1", registry.host))
+            .await
+            .unwrap(),
+        img.config_digest
+    );
+}
+
+/// Debian's docker-registry serving the harness's storage over TLS with a
+/// certificate from a test CA; stopped on drop.
+struct TlsRegistry {
+    child: Child,
+    host: String,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_registry(dir: &Path) -> TlsRegistry {
+    let storage = std::env::var("CRIUS_E2E_REGISTRY_STORAGE")
+        .expect("CRIUS_E2E_REGISTRY_STORAGE: run through `make test`");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=crius test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {host}\n  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let registry = TlsRegistry {
+        child,
+        host: host.clone(),
+        ca: dir.join("ca.pem"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&host).is_ok() {
+            return registry;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "TLS registry did not start: {}",
+        std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn tls_registry_with_a_test_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tls_registry(dir.path());
+    let name = format!("{}/crius-test/busybox:latest", registry.host);
+    let server = format!("server = \"https://{}\"\n", registry.host);
+
+    // Loopback does not mean plain HTTP once hosts.toml says https; an
+    // unknown CA is refused with the reason.
+    hosts_toml(dir.path(), &registry.host, &server);
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    let err = pull(&daemon, &name).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().to_lowercase().contains("certificate"),
+        "{}",
+        err.message()
+    );
+    drop(daemon);
+
+    hosts_toml(
+        dir.path(),
+        &registry.host,
+        &format!("{server}ca = {:?}\n", registry.ca.to_str().unwrap()),
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    pull(&daemon, &name).await.unwrap();
+    drop(daemon);
+
+    hosts_toml(
+        dir.path(),
+        &registry.host,
+        &format!("{server}skip_verify = true\n"),
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    pull(&daemon, &name).await.unwrap();
+}
