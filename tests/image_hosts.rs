@@ -5,9 +5,9 @@ mod common;
 
 use common::Daemon;
 use common::fake_registry::{Auth, FakeRegistry, image, raw_entry};
+use common::registry_process;
 use crius::cri;
 use std::path::Path;
-use std::process::{Child, Command};
 use tonic::Code;
 
 async fn pull(daemon: &Daemon, name: &str) -> Result<String, tonic::Status> {
@@ -179,131 +179,18 @@ async fn credentials_file_is_used_when_a_pull_has_none() {
     );
 }
 
-/// Debian's docker-registry serving the harness's storage over TLS with a
-/// certificate from a test CA; stopped on drop.
-struct TlsRegistry {
-    child: Child,
-    host: String,
-    ca: std::path::PathBuf,
-}
-
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tls_registry(dir: &Path) -> TlsRegistry {
-    let storage = std::env::var("CRIUS_E2E_REGISTRY_STORAGE")
-        .expect("CRIUS_E2E_REGISTRY_STORAGE: run through `make test`");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=crius test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n  maintenance:\n    readonly:\n      enabled: true\nhttp:\n  addr: {host}\n  tls:\n    certificate: {}\n    key: {}\n",
-            dir.join("server.pem").display(),
-            dir.join("server.key").display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let registry = TlsRegistry {
-        child,
-        host: host.clone(),
-        ca: dir.join("ca.pem"),
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&host).is_ok() {
-            return registry;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!(
-        "TLS registry did not start: {}",
-        std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the e2e registry and images: run `make test`"]
 async fn tls_registry_with_a_test_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = tls_registry(dir.path());
+    registry_process::make_certs(dir.path());
+    let tls = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
+    );
+    let registry = registry_process::start(dir.path(), &tls, "");
+    let ca = dir.path().join("ca.pem");
     let name = format!("{}/crius-test/busybox:latest", registry.host);
     let server = format!("server = \"https://{}\"\n", registry.host);
 
@@ -323,7 +210,7 @@ async fn tls_registry_with_a_test_ca() {
     hosts_toml(
         dir.path(),
         &registry.host,
-        &format!("{server}ca = {:?}\n", registry.ca.to_str().unwrap()),
+        &format!("{server}ca = {:?}\n", ca.to_str().unwrap()),
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
     pull(&daemon, &name).await.unwrap();

@@ -179,3 +179,4 @@ pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 pub mod fake_registry;
+pub mod registry_process;
