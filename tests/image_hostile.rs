@@ -342,6 +342,7 @@ async fn transient_server_errors_are_retried() {
             content_type: "application/vnd.oci.image.manifest.v1+json".into(),
             body: img.manifest.clone(),
             fail_first: 2,
+            stall_after: None,
         },
     );
     assert_eq!(
@@ -359,6 +360,7 @@ async fn transient_server_errors_are_retried() {
             content_type: String::new(),
             body: vec![],
             fail_first: 99,
+            stall_after: None,
         },
     );
     let err = pull(&daemon, &format!("{}/flaky:v1", registry.host), None)
@@ -367,4 +369,119 @@ async fn transient_server_errors_are_retried() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("500"), "{}", err.message());
     assert!(Path::new(&daemon.dir).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_killed_midway_is_completed_by_the_next() {
+    let registry = FakeRegistry::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Data that gzip cannot shrink much, so the blob is large on the wire.
+    let mut state = 0x1234_5678_u32;
+    let data: String = (0..400_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (b'a' + (state % 26) as u8) as char
+        })
+        .collect();
+    let img = image(
+        &[
+            vec![file("big.txt", &data)],
+            vec![file("small.txt", "small")],
+        ],
+        false,
+    );
+    registry.serve_image("app", "v1", &img);
+    let (digest, blob) = img.layers[0].clone();
+    let blob_path = format!("/v2/app/blobs/{digest}");
+    registry.route_reply(
+        &blob_path,
+        Reply {
+            status: 200,
+            content_type: "application/octet-stream".into(),
+            body: blob.clone(),
+            fail_first: 0,
+            stall_after: Some(blob.len() / 2),
+        },
+    );
+
+    let mut daemon = Daemon::start_in(dir.path(), &[]);
+    let name = format!("{}/app:v1", registry.host);
+    let mut client = daemon.images().await;
+    let request = cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: name.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pulling = tokio::spawn(async move { client.pull_image(request).await });
+    let ingest = dir.path().join("root/content/ingest");
+    let started = std::time::Instant::now();
+    let partial = loop {
+        let sizes: Vec<u64> = std::fs::read_dir(&ingest)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        if let Some(&n) = sizes.iter().find(|&&n| n > 0) {
+            break n;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(partial < blob.len() as u64);
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        pulling.await.unwrap().is_err(),
+        "the pull died with the daemon"
+    );
+
+    // The registry recovers; a new daemon clears the crash's leftovers and the
+    // next pull completes with the right content.
+    registry.route(&blob_path, 200, "application/octet-stream", blob);
+    let daemon = Daemon::start_in(dir.path(), &[]);
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "ingest cleared at start"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("root/snapshots/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(pull(&daemon, &name, None).await.unwrap(), img.config_digest);
+    let status = daemon
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: name,
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let lowest = info["snapshots"][0].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(lowest).join("big.txt")).unwrap(),
+        data
+    );
+    assert!(
+        std::fs::metadata(
+            daemon
+                .dir
+                .join("root/content/blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        )
+        .is_ok()
+    );
 }

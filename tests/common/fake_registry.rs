@@ -20,6 +20,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Fail with 500 this many times first.
     pub fail_first: u32,
+    /// Send only this many body bytes, then hold the connection open.
+    pub stall_after: Option<usize>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -74,7 +76,7 @@ impl FakeRegistry {
                         }
                     }
                     let text = String::from_utf8_lossy(&buf).to_string();
-                    let (status, headers, body) = respond(&text, &s, &a, &h);
+                    let (status, headers, body, stall) = respond(&text, &s, &a, &h);
                     let mut out = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
                         body.len()
@@ -84,6 +86,11 @@ impl FakeRegistry {
                     }
                     out.push_str("\r\n");
                     let _ = sock.write_all(out.as_bytes()).await;
+                    if let Some(n) = stall {
+                        let _ = sock.write_all(&body[..n.min(body.len())]).await;
+                        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                        return;
+                    }
                     let _ = sock.write_all(&body).await;
                     let _ = sock.shutdown().await;
                 });
@@ -109,6 +116,7 @@ impl FakeRegistry {
                 content_type: content_type.into(),
                 body,
                 fail_first: 0,
+                stall_after: None,
             },
         );
     }
@@ -169,12 +177,9 @@ impl Drop for FakeRegistry {
     }
 }
 
-fn respond(
-    request: &str,
-    state: &Mutex<State>,
-    auth: &Mutex<Auth>,
-    host: &str,
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+type Response = (u16, Vec<(String, String)>, Vec<u8>, Option<usize>);
+
+fn respond(request: &str, state: &Mutex<State>, auth: &Mutex<Auth>, host: &str) -> Response {
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
     let authorization = request.lines().find_map(|l| {
         l.split_once(':')
@@ -195,12 +200,13 @@ fn respond(
             Auth::Bearer { user: Some((u, p)) }
                 if authorization.as_deref() != Some(basic(&u, &p).as_str()) =>
             {
-                (401, vec![], b"bad credentials".to_vec())
+                (401, vec![], b"bad credentials".to_vec(), None)
             }
             _ => (
                 200,
                 vec![("Content-Type".into(), "application/json".into())],
                 format!("{{\"token\":\"{TOKEN}\",\"expires_in\":300}}").into_bytes(),
+                None,
             ),
         };
     }
@@ -231,25 +237,27 @@ fn respond(
             401,
             vec![("WWW-Authenticate".into(), challenge)],
             b"{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}".to_vec(),
+            None,
         );
     }
     let mut state = state.lock().unwrap();
     match state.routes.get_mut(&route) {
         Some(reply) if reply.fail_first > 0 => {
             reply.fail_first -= 1;
-            (500, vec![], b"transient".to_vec())
+            (500, vec![], b"transient".to_vec(), None)
         }
         Some(reply) => {
             let mut headers = vec![("Content-Type".into(), reply.content_type.clone())];
             if reply.status == 200 {
                 headers.push(("Docker-Content-Digest".into(), sha256(&reply.body)));
             }
-            (reply.status, headers, reply.body.clone())
+            (reply.status, headers, reply.body.clone(), reply.stall_after)
         }
         None => (
             404,
             vec![],
             b"{\"errors\":[{\"code\":\"MANIFEST_UNKNOWN\"}]}".to_vec(),
+            None,
         ),
     }
 }
