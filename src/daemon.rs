@@ -72,6 +72,9 @@ pub fn lock_path(socket: &Path) -> PathBuf {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Before anything exists that a signal's default action would leave
+    // behind (the socket, the lock), so SIGTERM always shuts down cleanly.
+    let mut termination = Termination::install()?;
     let socket = config.listen.clone();
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)
@@ -104,7 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             result.context("gRPC server failed")?;
             "none"
         }
-        name = termination_signal() => name?,
+        name = termination.wait() => name,
     };
     tracing::info!(
         signal = signal_name,
@@ -124,13 +127,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn termination_signal() -> anyhow::Result<&'static str> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, caught from the moment this exists.
+struct Termination {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Termination {
+    fn install() -> anyhow::Result<Termination> {
+        Ok(Termination {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Binds the socket with mode 0660, replacing a stale socket (the caller holds

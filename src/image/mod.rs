@@ -17,6 +17,7 @@ mod pull;
 pub mod record;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
 pub mod snapshot;
 pub mod unpack;
 
@@ -224,8 +225,9 @@ impl Images {
 
     /// Removes the image `name` names, with all its tags (as the CRI says:
     /// removing by one tag removes the image), then its unreferenced blobs and
-    /// snapshots. An unknown image is not an error.
-    pub fn remove(&self, name: &str, in_use: &HashSet<String>) -> Result<(), ImageError> {
+    /// snapshots; snapshots that containers' rootfs leases hold stay. An
+    /// unknown image is not an error.
+    pub fn remove(&self, name: &str) -> Result<(), ImageError> {
         let Some(record) = self.resolve(name)? else {
             return Ok(());
         };
@@ -234,12 +236,13 @@ impl Images {
             .write()
             .expect("image records")
             .remove(&record.id);
-        self.collect_garbage(in_use)
+        self.collect_garbage()
     }
 
-    /// Deletes blobs and snapshots no image refers to. `in_use` holds chain
-    /// IDs that containers still run on (kept even if their image is gone).
-    pub fn collect_garbage(&self, in_use: &HashSet<String>) -> Result<(), ImageError> {
+    /// Deletes blobs and snapshots that no image and no container's rootfs
+    /// refers to.
+    pub fn collect_garbage(&self) -> Result<(), ImageError> {
+        let in_use = self.leased_chain_ids();
         let records = self.records.read().expect("image records");
         let blobs: HashSet<&str> = records.values().flat_map(ImageRecord::blobs).collect();
         let chains: HashSet<&str> = records.values().flat_map(ImageRecord::chain_ids).collect();

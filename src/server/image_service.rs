@@ -5,7 +5,6 @@ use crate::cri::{self, image_service_server::ImageService};
 use crate::image::auth::Credentials;
 use crate::image::record::ImageRecord;
 use crate::image::{ImageError, Images};
-use std::collections::HashSet;
 use tonic::{Request, Response, Status};
 
 /// Items per message of the Stream* RPCs.
@@ -113,9 +112,7 @@ impl ImageService for CriService {
             .unwrap_or_default();
         let images = self.runtime.images.clone();
         rpc("RemoveImage", &name.clone(), async move {
-            // No containers yet: nothing else holds snapshots.
-            let in_use = HashSet::new();
-            tokio::task::spawn_blocking(move || images.remove(&name, &in_use))
+            tokio::task::spawn_blocking(move || images.remove(&name))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(to_status)?;

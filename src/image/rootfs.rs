@@ -1,0 +1,171 @@
+//! Containers' root filesystems: an overlay of an image's snapshots (top
+//! layer first) with a writable upper and work dir of the container's own,
+//! under `<root>/rootfs/<container-id>/`.
+//!
+//! Invariants:
+//! - Each rootfs holds a lease (`lease.json`: its image and chain IDs, written
+//!   before the mount). Garbage collection keeps every leased snapshot, so
+//!   removing an image never pulls the ground from under a container; the
+//!   snapshots go when the last container using them is removed.
+//! - A failed mount leaves nothing behind; removal is idempotent.
+
+use super::{ImageError, Images};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// What a container's rootfs holds on to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub image_id: String,
+    /// Bottom layer first.
+    pub chain_ids: Vec<String>,
+}
+
+/// Overlay option strings must fit in one page.
+const MAX_MOUNT_DATA: usize = 4000;
+
+impl Images {
+    fn rootfs_root(&self) -> PathBuf {
+        self.snapshots()
+            .root()
+            .parent()
+            .expect("snapshots live under the root")
+            .join("rootfs")
+    }
+
+    fn rootfs_dir(&self, container_id: &str) -> Result<PathBuf, ImageError> {
+        let valid = !container_id.is_empty()
+            && container_id.len() <= 128
+            && container_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            && !container_id.starts_with('.');
+        if !valid {
+            return Err(ImageError::BadSpec(format!(
+                "container id {container_id:?} cannot name a rootfs"
+            )));
+        }
+        Ok(self.rootfs_root().join(container_id))
+    }
+
+    /// Mounts the rootfs of `container_id` from `image` (id or name) and
+    /// returns the merged directory. Mounting an existing rootfs again
+    /// returns it as it is (after a restart it is mounted again).
+    pub fn mount_rootfs(&self, container_id: &str, image: &str) -> Result<PathBuf, ImageError> {
+        let dir = self.rootfs_dir(container_id)?;
+        let merged = dir.join("merged");
+        let io = |source| ImageError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let lease = match read_lease(&dir) {
+            Some(lease) => lease,
+            None => {
+                let record = self
+                    .resolve(image)?
+                    .ok_or_else(|| ImageError::NotFound(image.to_string()))?;
+                let lease = Lease {
+                    image_id: record.id.clone(),
+                    chain_ids: record.chain_ids().map(str::to_string).collect(),
+                };
+                for sub in ["upper", "work", "merged"] {
+                    std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
+                }
+                let bytes = serde_json::to_vec(&lease).expect("lease encodes");
+                std::fs::write(dir.join("lease.json"), bytes).map_err(io)?;
+                lease
+            }
+        };
+        if is_mountpoint(&merged) {
+            return Ok(merged);
+        }
+        let lower: Vec<String> = lease
+            .chain_ids
+            .iter()
+            .rev()
+            .map(|c| self.snapshots().fs(c).display().to_string())
+            .collect();
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        let result = if data.len() > MAX_MOUNT_DATA {
+            Err(ImageError::BadSpec(format!(
+                "image {} has too many layers for one overlay mount",
+                lease.image_id
+            )))
+        } else if let Some(missing) = lease.chain_ids.iter().find(|c| !self.snapshots().exists(c)) {
+            Err(ImageError::NotFound(format!(
+                "snapshot {missing} of image {}",
+                lease.image_id
+            )))
+        } else {
+            mount(
+                Some("overlay"),
+                &merged,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(|e| io(std::io::Error::from(e)))
+        };
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(merged)
+    }
+
+    /// Unmounts and deletes a container's rootfs, then collects snapshots no
+    /// longer needed. Unknown ids succeed.
+    pub fn remove_rootfs(&self, container_id: &str) -> Result<(), ImageError> {
+        let dir = self.rootfs_dir(container_id)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        let merged = dir.join("merged");
+        if is_mountpoint(&merged) {
+            umount2(&merged, MntFlags::MNT_DETACH).map_err(|e| ImageError::Io {
+                path: merged.display().to_string(),
+                source: e.into(),
+            })?;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|source| ImageError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        self.collect_garbage()
+    }
+
+    /// Chain IDs held by containers' rootfs leases.
+    pub(super) fn leased_chain_ids(&self) -> HashSet<String> {
+        let Ok(entries) = std::fs::read_dir(self.rootfs_root()) else {
+            return HashSet::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| read_lease(&e.path()))
+            .flat_map(|lease| lease.chain_ids)
+            .collect()
+    }
+}
+
+fn read_lease(dir: &Path) -> Option<Lease> {
+    serde_json::from_slice(&std::fs::read(dir.join("lease.json")).ok()?).ok()
+}
+
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        path.parent().map(std::fs::metadata),
+    ) {
+        (Ok(me), Some(Ok(parent))) => me.dev() != parent.dev(),
+        _ => false,
+    }
+}

@@ -1,0 +1,109 @@
+//! Containers' root filesystems from the image store (library level): an
+//! overlay of the snapshots with a writable layer, leases that keep removed
+//! images' content while a container uses it, and clean removal.
+
+use crius::image::auth::Credentials;
+use crius::image::manifest::Platform;
+use crius::image::{ImageError, ImageOptions, Images};
+use crius::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+
+fn registry() -> String {
+    let path =
+        std::env::var("CRIUS_E2E_IMAGES").expect("CRIUS_E2E_IMAGES: run through `make test`");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    summary["registry"].as_str().unwrap().to_string()
+}
+
+fn open(root: &Path) -> Arc<Images> {
+    let store = Arc::new(Store::open(root).unwrap());
+    let options = ImageOptions {
+        platform: Platform::host(),
+        max_downloads: 4,
+        registry_config_path: root.join("certs.d"),
+        credentials_file: Default::default(),
+    };
+    Arc::new(Images::open(root, store, options).unwrap())
+}
+
+fn snapshot_count(root: &Path) -> usize {
+    std::fs::read_dir(root.join("snapshots")).unwrap().count() - 1 // tmp/
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let images = open(root);
+    let name = format!("{}/crius-test/layered:latest", registry());
+    images.pull(&name, &Credentials::Anonymous).await.unwrap();
+
+    let merged = images.mount_rootfs("c1", &name).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(merged.join("data/keep.txt")).unwrap(),
+        "v2\n"
+    );
+    assert!(!merged.join("data/remove-me.txt").exists());
+    // Writes land in the container's own layer, never in a snapshot.
+    std::fs::write(merged.join("data/keep.txt"), "changed\n").unwrap();
+    std::fs::write(merged.join("tmp/new.txt"), "new\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("rootfs/c1/upper/tmp/new.txt")).unwrap(),
+        "new\n"
+    );
+    let record = images.resolve(&name).unwrap().unwrap();
+    let middle = images.snapshots().fs(&record.layers[1].chain_id);
+    assert_eq!(
+        std::fs::read_to_string(middle.join("data/keep.txt")).unwrap(),
+        "v2\n"
+    );
+    // Mounting again is a no-op that returns the same rootfs.
+    assert_eq!(images.mount_rootfs("c1", &name).unwrap(), merged);
+
+    // Removing the image keeps what the container runs on.
+    images.remove(&name).unwrap();
+    assert!(images.resolve(&name).unwrap().is_none());
+    assert_eq!(snapshot_count(root), 3);
+    assert!(merged.join("bin/busybox").is_file());
+
+    // Removing the rootfs unmounts it and lets the snapshots go.
+    images.remove_rootfs("c1").unwrap();
+    assert!(!root.join("rootfs/c1").exists());
+    assert_eq!(snapshot_count(root), 0);
+    images.remove_rootfs("c1").unwrap();
+    assert!(
+        !std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .contains(root.to_str().unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn rootfs_errors_are_clear_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = open(dir.path());
+    let name = format!("{}/crius-test/busybox:latest", registry());
+    let err = images.mount_rootfs("c1", &name).unwrap_err();
+    assert!(matches!(err, ImageError::NotFound(_)), "{err}");
+    assert!(!dir.path().join("rootfs/c1").exists());
+    images.pull(&name, &Credentials::Anonymous).await.unwrap();
+    for bad in ["", "../x", "a/b", ".hidden"] {
+        let err = images.mount_rootfs(bad, &name).unwrap_err();
+        assert!(err.to_string().contains("container id"), "{bad}: {err}");
+    }
+    // Two containers share the image's snapshots.
+    let a = images.mount_rootfs("a", &name).unwrap();
+    let b = images.mount_rootfs("b", &name).unwrap();
+    std::fs::write(a.join("tmp/only-in-a"), "a").unwrap();
+    assert!(!b.join("tmp/only-in-a").exists());
+    images.remove_rootfs("a").unwrap();
+    images.remove_rootfs("b").unwrap();
+    assert_eq!(
+        snapshot_count(dir.path()),
+        1,
+        "the image itself still holds its snapshot"
+    );
+}
