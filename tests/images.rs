@@ -477,6 +477,11 @@ async fn concurrent_pulls_download_each_layer_once_and_survive_restart() {
         "three layers, each downloaded once:\n{}",
         daemon.log()
     );
+    assert_eq!(
+        daemon.log().matches("downloading config").count(),
+        1,
+        "the config once"
+    );
     drop(daemon);
 
     let daemon = Daemon::start_in(dir.path(), &[]);

@@ -299,6 +299,19 @@ impl Images {
         usage
     }
 
+    /// Deletes a blob a failed pull stored, unless a recorded image uses it.
+    fn drop_unreferenced_blob(&self, digest: &str) {
+        let used = self
+            .records
+            .read()
+            .expect("image records")
+            .values()
+            .any(|r| r.blobs().any(|b| b == digest));
+        if !used && let Err(e) = self.content.delete(digest) {
+            tracing::warn!(blob = digest, error = %e, "cannot remove the blob of a failed pull");
+        }
+    }
+
     /// Records a pulled image; takes its tags from any image that had them.
     fn save(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
         let mut records = self.records.write().expect("image records");

@@ -42,11 +42,28 @@ enum LayerError {
 }
 
 impl Images {
-    /// Pulls `name` and returns its record (id = config digest).
+    /// Pulls `name` and returns its record (id = config digest). A failed
+    /// pull takes back the config it stored, unless an image uses it.
     pub async fn pull(
         self: &Arc<Self>,
         name: &str,
         creds: &Credentials,
+    ) -> Result<ImageRecord, ImageError> {
+        let mut stored_config = None;
+        let result = self.pull_image(name, creds, &mut stored_config).await;
+        if result.is_err()
+            && let Some(digest) = stored_config
+        {
+            self.drop_unreferenced_blob(&digest);
+        }
+        result
+    }
+
+    async fn pull_image(
+        self: &Arc<Self>,
+        name: &str,
+        creds: &Credentials,
+        stored_config: &mut Option<String>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(name)?;
         let image = reference.to_string();
@@ -131,7 +148,7 @@ impl Images {
 
         validate_digest(&manifest.config.digest).map_err(&bad)?;
         let config_bytes = self
-            .config_blob(&repo, &manifest.config, creds, &image)
+            .config_blob(&repo, &manifest.config, creds, &image, stored_config)
             .await?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("image config is malformed: {e}")))?;
@@ -235,7 +252,10 @@ impl Images {
         desc: &Descriptor,
         creds: &Credentials,
         image: &str,
+        stored: &mut Option<String>,
     ) -> Result<Vec<u8>, ImageError> {
+        // Concurrent pulls of one image fetch its config once.
+        let _guard = self.content.lock(&desc.digest).await;
         if self.content.has(&desc.digest) {
             return self
                 .content
@@ -252,6 +272,7 @@ impl Images {
         if desc.size < 0 || desc.size as u64 > MAX_CONFIG_BYTES {
             return Err(bad(format!("config size {} is out of bounds", desc.size)));
         }
+        tracing::debug!(blob = %desc.digest, "downloading config");
         let mut resp = self
             .registry
             .blob(repo, &desc.digest, creds)
@@ -280,6 +301,13 @@ impl Images {
                 desc.digest
             )));
         }
+        self.content
+            .put(&desc.digest, &body)
+            .map_err(|source| ImageError::Content {
+                image: image.into(),
+                source,
+            })?;
+        *stored = Some(desc.digest.clone());
         Ok(body)
     }
 
