@@ -17,31 +17,12 @@ use tonic::Code;
 
 const IMAGE: &str = "crius-test/busybox:latest";
 
-async fn pull(
-    daemon: &Daemon,
-    name: &str,
-    user: Option<(&str, &str)>,
-) -> Result<String, tonic::Status> {
-    let auth = user.map(|(u, p)| cri::AuthConfig {
+fn creds(user: Option<(&str, &str)>) -> Option<cri::AuthConfig> {
+    user.map(|(u, p)| cri::AuthConfig {
         username: u.into(),
         password: p.into(),
         ..Default::default()
-    });
-    let request = cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: name.into(),
-            ..Default::default()
-        }),
-        auth,
-        ..Default::default()
-    };
-    Ok(daemon
-        .images()
-        .await
-        .pull_image(request)
-        .await?
-        .into_inner()
-        .image_ref)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,13 +51,15 @@ async fn registry_behind_htpasswd() {
     let daemon = Daemon::start();
     let name = format!("{}/{IMAGE}", registry.host);
 
-    let err = pull(&daemon, &name, None).await.unwrap_err();
+    let err = daemon.pull(&name, creds(None)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let err = pull(&daemon, &name, Some(("alice", "wrong")))
+    let err = daemon
+        .pull(&name, creds(Some(("alice", "wrong"))))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let id = pull(&daemon, &name, Some(("alice", "s3cret")))
+    let id = daemon
+        .pull(&name, creds(Some(("alice", "s3cret"))))
         .await
         .unwrap();
     assert!(id.starts_with("sha256:"));
@@ -216,14 +199,16 @@ async fn registry_behind_bearer_tokens() {
     let daemon = Daemon::start();
     let name = format!("{}/{IMAGE}", registry.host);
 
-    let err = pull(&daemon, &name, None).await.unwrap_err();
+    let err = daemon.pull(&name, creds(None)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("token service"), "{}", err.message());
-    let err = pull(&daemon, &name, Some(("alice", "wrong")))
+    let err = daemon
+        .pull(&name, creds(Some(("alice", "wrong"))))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let id = pull(&daemon, &name, Some(("alice", "s3cret")))
+    let id = daemon
+        .pull(&name, creds(Some(("alice", "s3cret"))))
         .await
         .unwrap();
     assert!(id.starts_with("sha256:"));

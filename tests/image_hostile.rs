@@ -14,28 +14,6 @@ fn file(name: &str, data: &str) -> Vec<u8> {
     raw_entry(name, b'0', "", data.as_bytes())
 }
 
-async fn pull(
-    daemon: &Daemon,
-    name: &str,
-    auth: Option<cri::AuthConfig>,
-) -> Result<String, tonic::Status> {
-    let request = cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: name.into(),
-            ..Default::default()
-        }),
-        auth,
-        ..Default::default()
-    };
-    Ok(daemon
-        .images()
-        .await
-        .pull_image(request)
-        .await?
-        .into_inner()
-        .image_ref)
-}
-
 /// Nothing from a failed pull stays in the image store.
 fn assert_store_empty(daemon: &Daemon) {
     let root = daemon.dir.join("root");
@@ -48,7 +26,7 @@ fn assert_store_empty(daemon: &Daemon) {
 }
 
 async fn expect_failure(daemon: &Daemon, name: &str, code: Code, needle: &str) {
-    let err = pull(daemon, name, None).await.expect_err(name);
+    let err = daemon.pull(name, None).await.expect_err(name);
     assert_eq!(err.code(), code, "{name}: {err:?}");
     assert!(
         err.message().contains(needle),
@@ -176,7 +154,8 @@ async fn lying_and_broken_content_is_refused() {
     // And the good image pulls.
     registry.serve_image("good", "v1", &good);
     assert_eq!(
-        pull(&daemon, &format!("{}/good:v1", registry.host), None)
+        daemon
+            .pull(&format!("{}/good:v1", registry.host), None)
             .await
             .unwrap(),
         good.config_digest
@@ -261,22 +240,21 @@ async fn basic_auth_right_and_wrong_credentials() {
             ..Default::default()
         })
     };
-    let err = pull(&daemon, &name, None).await.unwrap_err();
+    let err = daemon.pull(&name, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(
         err.message().contains("username and password"),
         "{}",
         err.message()
     );
-    let err = pull(&daemon, &name, creds("alice", "wrong"))
+    let err = daemon
+        .pull(&name, creds("alice", "wrong"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert_store_empty(&daemon);
     assert_eq!(
-        pull(&daemon, &name, creds("alice", "s3cret"))
-            .await
-            .unwrap(),
+        daemon.pull(&name, creds("alice", "s3cret")).await.unwrap(),
         img.config_digest
     );
     // `auth` (base64 user:password) works too.
@@ -284,7 +262,7 @@ async fn basic_auth_right_and_wrong_credentials() {
         auth: "YWxpY2U6czNjcmV0".into(),
         ..Default::default()
     });
-    assert_eq!(pull(&daemon, &name, auth).await.unwrap(), img.config_digest);
+    assert_eq!(daemon.pull(&name, auth).await.unwrap(), img.config_digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +275,7 @@ async fn bearer_tokens_are_fetched_once_per_scope() {
         user: Some(("bob".into(), "pw".into())),
     });
     let name = format!("{}/team/app:v1", registry.host);
-    let err = pull(&daemon, &name, None).await.unwrap_err();
+    let err = daemon.pull(&name, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("token service"), "{}", err.message());
     let creds = Some(cri::AuthConfig {
@@ -306,7 +284,7 @@ async fn bearer_tokens_are_fetched_once_per_scope() {
         ..Default::default()
     });
     assert_eq!(
-        pull(&daemon, &name, creds.clone()).await.unwrap(),
+        daemon.pull(&name, creds.clone()).await.unwrap(),
         img.config_digest
     );
     let tokens = registry.hits("/token");
@@ -314,7 +292,7 @@ async fn bearer_tokens_are_fetched_once_per_scope() {
     // the same repository asks for none.
     assert!(tokens <= 3, "tokens fetched: {tokens}");
     let before = registry.hits("/token");
-    pull(&daemon, &name, creds).await.unwrap();
+    daemon.pull(&name, creds).await.unwrap();
     assert_eq!(registry.hits("/token"), before, "cached token reused");
     // A CRI registry_token goes to the registry as is.
     registry.set_auth(Auth::Bearer { user: None });
@@ -322,10 +300,7 @@ async fn bearer_tokens_are_fetched_once_per_scope() {
         registry_token: "fake-token-0123".into(),
         ..Default::default()
     });
-    assert_eq!(
-        pull(&daemon, &name, token).await.unwrap(),
-        img.config_digest
-    );
+    assert_eq!(daemon.pull(&name, token).await.unwrap(), img.config_digest);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +321,8 @@ async fn transient_server_errors_are_retried() {
         },
     );
     assert_eq!(
-        pull(&daemon, &format!("{}/flaky:v1", registry.host), None)
+        daemon
+            .pull(&format!("{}/flaky:v1", registry.host), None)
             .await
             .unwrap(),
         img.config_digest
@@ -363,7 +339,8 @@ async fn transient_server_errors_are_retried() {
             stall_after: None,
         },
     );
-    let err = pull(&daemon, &format!("{}/flaky:v1", registry.host), None)
+    let err = daemon
+        .pull(&format!("{}/flaky:v1", registry.host), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -455,7 +432,7 @@ async fn a_pull_killed_midway_is_completed_by_the_next() {
             .count(),
         0
     );
-    assert_eq!(pull(&daemon, &name, None).await.unwrap(), img.config_digest);
+    assert_eq!(daemon.pull(&name, None).await.unwrap(), img.config_digest);
     let status = daemon
         .images()
         .await

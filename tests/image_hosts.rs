@@ -6,26 +6,8 @@ mod common;
 use common::Daemon;
 use common::fake_registry::{Auth, FakeRegistry, image, raw_entry};
 use common::registry_process;
-use crius::cri;
 use std::path::Path;
 use tonic::Code;
-
-async fn pull(daemon: &Daemon, name: &str) -> Result<String, tonic::Status> {
-    let request = cri::PullImageRequest {
-        image: Some(cri::ImageSpec {
-            image: name.into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Ok(daemon
-        .images()
-        .await
-        .pull_image(request)
-        .await?
-        .into_inner()
-        .image_ref)
-}
 
 /// Starts criusd with `[image]` settings pointing into `dir`.
 fn daemon_with(dir: &Path, image_settings: &str) -> Daemon {
@@ -64,7 +46,8 @@ async fn a_mirror_that_is_down_falls_back_to_the_next() {
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
     assert_eq!(
-        pull(&daemon, &format!("{}/app:v1", upstream.host))
+        daemon
+            .pull(&format!("{}/app:v1", upstream.host), None)
             .await
             .unwrap(),
         img.config_digest
@@ -106,7 +89,8 @@ async fn pull_only_mirrors_serve_blobs_while_tags_resolve_upstream() {
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
     assert_eq!(
-        pull(&daemon, &format!("{}/app:v1", upstream.host))
+        daemon
+            .pull(&format!("{}/app:v1", upstream.host), None)
             .await
             .unwrap(),
         img.config_digest
@@ -137,7 +121,8 @@ async fn bad_hosts_toml_is_a_clear_error() {
         "[host.\"http://m\"]\nskip_verify = \"yes\"\n",
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
-    let err = pull(&daemon, &format!("{}/app:v1", upstream.host))
+    let err = daemon
+        .pull(&format!("{}/app:v1", upstream.host), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -172,7 +157,8 @@ async fn credentials_file_is_used_when_a_pull_has_none() {
         &format!("credentials_file = {:?}\n", creds.to_str().unwrap()),
     );
     assert_eq!(
-        pull(&daemon, &format!("{}/private:v1", registry.host))
+        daemon
+            .pull(&format!("{}/private:v1", registry.host), None)
             .await
             .unwrap(),
         img.config_digest
@@ -198,7 +184,7 @@ async fn tls_registry_with_a_test_ca() {
     // unknown CA is refused with the reason.
     hosts_toml(dir.path(), &registry.host, &server);
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
-    let err = pull(&daemon, &name).await.unwrap_err();
+    let err = daemon.pull(&name, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(
         err.message().to_lowercase().contains("certificate"),
@@ -213,7 +199,7 @@ async fn tls_registry_with_a_test_ca() {
         &format!("{server}ca = {:?}\n", ca.to_str().unwrap()),
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
-    pull(&daemon, &name).await.unwrap();
+    daemon.pull(&name, None).await.unwrap();
     drop(daemon);
 
     hosts_toml(
@@ -222,5 +208,5 @@ async fn tls_registry_with_a_test_ca() {
         &format!("{server}skip_verify = true\n"),
     );
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
-    pull(&daemon, &name).await.unwrap();
+    daemon.pull(&name, None).await.unwrap();
 }

@@ -34,20 +34,6 @@ fn spec(name: &str) -> Option<cri::ImageSpec> {
     })
 }
 
-async fn pull(daemon: &Daemon, name: &str) -> Result<String, tonic::Status> {
-    let request = cri::PullImageRequest {
-        image: spec(name),
-        ..Default::default()
-    };
-    Ok(daemon
-        .images()
-        .await
-        .pull_image(request)
-        .await?
-        .into_inner()
-        .image_ref)
-}
-
 async fn status(daemon: &Daemon, name: &str) -> (Option<cri::Image>, Value) {
     let resp = daemon
         .images()
@@ -132,7 +118,8 @@ async fn every_harness_image_pulls_with_its_config() {
     let daemon = Daemon::start();
     for entry in summary["images"].as_array().unwrap() {
         let reference = entry["reference"].as_str().unwrap();
-        let id = pull(&daemon, reference)
+        let id = daemon
+            .pull(reference, None)
             .await
             .unwrap_or_else(|e| panic!("{reference}: {e:?}"));
         // The id is the config digest (of the amd64 entry for indexes).
@@ -225,7 +212,7 @@ async fn layered_image_gives_the_right_merged_view() {
     let reg = summary["registry"].as_str().unwrap();
     let daemon = Daemon::start();
     let name = format!("{reg}/crius-test/layered");
-    pull(&daemon, &name).await.unwrap();
+    daemon.pull(&name, None).await.unwrap();
     let (_, info) = status(&daemon, &name).await;
     assert_eq!(info["snapshots"].as_array().unwrap().len(), 3);
     let root = Overlay::mount(&info["snapshots"]);
@@ -282,7 +269,7 @@ async fn index_picks_this_nodes_platform() {
     let daemon = Daemon::start();
     for repo in ["crius-test/multiarch", "crius-test/docker-list"] {
         let name = format!("{reg}/{repo}");
-        pull(&daemon, &name).await.unwrap();
+        daemon.pull(&name, None).await.unwrap();
         let (_, info) = status(&daemon, &name).await;
         assert_eq!(info["imageSpec"]["architecture"], "amd64");
         assert_eq!(info["indexDigest"], image(&summary, repo)["digest"]);
@@ -309,7 +296,7 @@ async fn pull_by_digest_and_find_by_id_prefix_tag_and_digest() {
     let digest = entry["digest"].as_str().unwrap();
     let daemon = Daemon::start();
     let by_digest = format!("{reg}/crius-test/busybox@{digest}");
-    let id = pull(&daemon, &by_digest).await.unwrap();
+    let id = daemon.pull(&by_digest, None).await.unwrap();
     let (found, _) = status(&daemon, &by_digest).await;
     let found = found.unwrap();
     assert!(found.repo_tags.is_empty(), "a digest pull adds no tag");
@@ -335,7 +322,7 @@ async fn pull_by_digest_and_find_by_id_prefix_tag_and_digest() {
             .as_str()
             .unwrap()
     );
-    let err = pull(&daemon, &wrong).await.unwrap_err();
+    let err = daemon.pull(&wrong, None).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}"); // the zstd manifest is not in this repository
 }
 
@@ -348,9 +335,9 @@ async fn remove_image_removes_all_tags_and_collects_garbage() {
     let busybox = format!("{reg}/crius-test/busybox:latest");
     let httpd = format!("{reg}/crius-test/httpd:latest");
     let schema2 = format!("{reg}/crius-test/docker-schema2:latest");
-    pull(&daemon, &busybox).await.unwrap();
-    pull(&daemon, &schema2).await.unwrap(); // the same image under a second name
-    let httpd_id = pull(&daemon, &httpd).await.unwrap();
+    daemon.pull(&busybox, None).await.unwrap();
+    daemon.pull(&schema2, None).await.unwrap(); // the same image under a second name
+    let httpd_id = daemon.pull(&httpd, None).await.unwrap();
     assert_eq!(
         status(&daemon, &busybox).await.0.unwrap().repo_tags,
         [busybox.clone(), schema2.clone()]
@@ -414,21 +401,23 @@ async fn bad_requests_get_clear_statuses_and_leave_nothing() {
     let summary = summary();
     let reg = summary["registry"].as_str().unwrap();
     let daemon = Daemon::start();
-    let err = pull(&daemon, "Not A Reference").await.unwrap_err();
+    let err = daemon.pull("Not A Reference", None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("\"Not A Reference\""),
         "{}",
         err.message()
     );
-    let err = pull(&daemon, "").await.unwrap_err();
+    let err = daemon.pull("", None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = pull(&daemon, &format!("{reg}/crius-test/no-such-image:latest"))
+    let err = daemon
+        .pull(&format!("{reg}/crius-test/no-such-image:latest"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert!(err.message().contains("no-such-image"), "{}", err.message());
-    let err = pull(&daemon, &format!("{reg}/crius-test/busybox:no-such-tag"))
+    let err = daemon
+        .pull(&format!("{reg}/crius-test/busybox:no-such-tag"), None)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -468,7 +457,7 @@ async fn concurrent_pulls_download_each_layer_once_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start_in(dir.path(), &[]);
     let name = format!("{reg}/crius-test/layered:latest");
-    let (a, b) = tokio::join!(pull(&daemon, &name), pull(&daemon, &name));
+    let (a, b) = tokio::join!(daemon.pull(&name, None), daemon.pull(&name, None));
     assert_eq!(a.unwrap(), b.unwrap());
     let downloads = daemon.log().matches("downloading layer").count();
     assert_eq!(
@@ -490,6 +479,6 @@ async fn concurrent_pulls_download_each_layer_once_and_survive_restart() {
     let root = Overlay::mount(&info["snapshots"]);
     assert!(root.path("bin/busybox").is_file());
     // Pulling again finds everything in place.
-    pull(&daemon, &name).await.unwrap();
+    daemon.pull(&name, None).await.unwrap();
     assert_eq!(daemon.log().matches("downloading layer").count(), 3);
 }

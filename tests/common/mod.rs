@@ -68,6 +68,29 @@ impl Daemon {
         client::image_client(self.channel().await)
     }
 
+    /// PullImage; returns the image ref.
+    pub async fn pull(
+        &self,
+        name: &str,
+        auth: Option<crius::cri::AuthConfig>,
+    ) -> Result<String, tonic::Status> {
+        let request = crius::cri::PullImageRequest {
+            image: Some(crius::cri::ImageSpec {
+                image: name.into(),
+                ..Default::default()
+            }),
+            auth,
+            ..Default::default()
+        };
+        Ok(self
+            .images()
+            .await
+            .pull_image(request)
+            .await?
+            .into_inner()
+            .image_ref)
+    }
+
     async fn channel(&self) -> Channel {
         client::connect(&self.endpoint(), Duration::from_secs(10))
             .await
