@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod image;
 pub mod network;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod telemetry;

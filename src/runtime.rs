@@ -11,6 +11,7 @@ use crate::handlers::Handlers;
 use crate::image::manifest::Platform;
 use crate::image::{ImageError, ImageOptions, Images};
 use crate::network;
+use crate::sandbox::{SandboxError, Sandboxes};
 use crate::store::{Store, StoreError, Table};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +26,7 @@ pub struct Runtime {
     pub handlers: Handlers,
     pub cgroups: CgroupInfo,
     pub images: Arc<Images>,
+    pub sandboxes: Sandboxes,
 }
 
 /// Why the runtime could not start.
@@ -34,6 +36,8 @@ pub enum StartError {
     Cgroups(#[from] NoSystemd),
     #[error(transparent)]
     Images(#[from] ImageError),
+    #[error(transparent)]
+    Sandboxes(#[from] SandboxError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +74,14 @@ impl Runtime {
             credentials_file: config.image.credentials_file.clone(),
         };
         let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
+        let sandboxes = Sandboxes::open(&config.state, store.clone())?;
         Ok(Runtime {
             config,
             store,
             handlers,
             cgroups,
             images,
+            sandboxes,
         })
     }
 
@@ -209,6 +215,20 @@ impl Runtime {
         }
         self.store.put(Table::Settings, POD_CIDR_KEY, &cidrs)?;
         Ok(())
+    }
+
+    /// The configured handler a pod's `runtime_handler` names ("" is the
+    /// default), or a clear error.
+    pub fn resolve_handler(&self, name: &str) -> Result<String, SandboxError> {
+        match self.handlers.get(name) {
+            Some(info) => Ok(info.name),
+            None => {
+                let known: Vec<&String> = self.config.runtime.handlers.keys().collect();
+                Err(SandboxError::Invalid(format!(
+                    "runtime_handler {name:?} is not a configured runtime handler (configured: {known:?})"
+                )))
+            }
+        }
     }
 
     pub fn pod_cidrs(&self) -> Result<Vec<String>, RuntimeError> {

@@ -1,14 +1,11 @@
 //! ImageService: thin hand-offs to `image::Images`.
 
-use super::{BoxStream, CriService, rpc, to_status};
+use super::{BoxStream, CriService, STREAM_CHUNK, rpc, to_status};
 use crate::cri::{self, image_service_server::ImageService};
 use crate::image::auth::Credentials;
 use crate::image::record::ImageRecord;
 use crate::image::{ImageError, Images};
 use tonic::{Request, Response, Status};
-
-/// Items per message of the Stream* RPCs.
-const STREAM_CHUNK: usize = 200;
 
 #[tonic::async_trait]
 impl ImageService for CriService {

@@ -21,6 +21,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Code, Response, Status};
 use tracing::Instrument;
 
+/// Items per message of the Stream* RPCs.
+pub(crate) const STREAM_CHUNK: usize = 200;
+
 /// The response type of server-streaming RPCs.
 pub type BoxStream<T> =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;

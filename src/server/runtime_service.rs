@@ -2,8 +2,9 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{BoxStream, CriService, rpc, unimplemented};
+use super::{BoxStream, CriService, STREAM_CHUNK, rpc, to_status, unimplemented};
 use crate::cri::{self, runtime_service_server::RuntimeService};
+use crate::sandbox::SandboxError;
 use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
@@ -28,6 +29,133 @@ impl RuntimeService for CriService {
     ) -> Result<Response<cri::StatusResponse>, Status> {
         let verbose = request.into_inner().verbose;
         rpc("Status", "", self.blocking(move |rt| rt.status(verbose))).await
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let request = request.into_inner();
+        let config = request.config.unwrap_or_default();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let handler = request.runtime_handler;
+        rpc(
+            "RunPodSandbox",
+            &name,
+            self.blocking(move |rt| {
+                let handler = rt.resolve_handler(&handler)?;
+                let record = rt.sandboxes.run(config, &handler)?;
+                tracing::info!(id = %record.id, name = %record.name, "pod sandbox ready");
+                Ok::<_, SandboxError>(cri::RunPodSandboxResponse {
+                    pod_sandbox_id: record.id,
+                })
+            }),
+        )
+        .await
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        rpc(
+            "StopPodSandbox",
+            &id.clone(),
+            self.blocking(move |rt| {
+                rt.sandboxes
+                    .stop(&id)
+                    .map(|()| cri::StopPodSandboxResponse {})
+            }),
+        )
+        .await
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        rpc(
+            "RemovePodSandbox",
+            &id.clone(),
+            self.blocking(move |rt| {
+                rt.sandboxes
+                    .remove(&id)
+                    .map(|()| cri::RemovePodSandboxResponse {})
+            }),
+        )
+        .await
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let request = request.into_inner();
+        rpc("PodSandboxStatus", &request.pod_sandbox_id, async {
+            let record = self
+                .runtime
+                .sandboxes
+                .get(&request.pod_sandbox_id)
+                .map_err(to_status)?;
+            let (status, info) = record.status(request.verbose);
+            Ok(cri::PodSandboxStatusResponse {
+                status: Some(status),
+                info,
+                containers_statuses: Vec::new(),
+                timestamp: crate::time::now_nanos(),
+            })
+        })
+        .await
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let filter = request.into_inner().filter;
+        rpc("ListPodSandbox", "", async {
+            let items = self
+                .runtime
+                .sandboxes
+                .list(filter.as_ref())
+                .iter()
+                .map(|r| r.to_cri())
+                .collect();
+            Ok(cri::ListPodSandboxResponse { items })
+        })
+        .await
+    }
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let filter = request.into_inner().filter;
+        rpc("StreamPodSandboxes", "", async {
+            let items: Vec<cri::PodSandbox> = self
+                .runtime
+                .sandboxes
+                .list(filter.as_ref())
+                .iter()
+                .map(|r| r.to_cri())
+                .collect();
+            let chunks: Vec<Result<cri::StreamPodSandboxesResponse, Status>> = items
+                .chunks(STREAM_CHUNK)
+                .map(|c| {
+                    Ok(cri::StreamPodSandboxesResponse {
+                        pod_sandboxes: c.to_vec(),
+                    })
+                })
+                .collect();
+            Ok(Box::pin(tokio_stream::iter(chunks)) as Self::StreamPodSandboxesStream)
+        })
+        .await
     }
 
     async fn runtime_config(
@@ -56,48 +184,6 @@ impl RuntimeService for CriService {
             Ok(cri::UpdateRuntimeConfigResponse {})
         })
         .await
-    }
-
-    async fn run_pod_sandbox(
-        &self,
-        _: Request<cri::RunPodSandboxRequest>,
-    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
-        unimplemented("RunPodSandbox").await
-    }
-
-    async fn stop_pod_sandbox(
-        &self,
-        _: Request<cri::StopPodSandboxRequest>,
-    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        unimplemented("StopPodSandbox").await
-    }
-
-    async fn remove_pod_sandbox(
-        &self,
-        _: Request<cri::RemovePodSandboxRequest>,
-    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        unimplemented("RemovePodSandbox").await
-    }
-
-    async fn pod_sandbox_status(
-        &self,
-        _: Request<cri::PodSandboxStatusRequest>,
-    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
-        unimplemented("PodSandboxStatus").await
-    }
-
-    async fn list_pod_sandbox(
-        &self,
-        _: Request<cri::ListPodSandboxRequest>,
-    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
-        unimplemented("ListPodSandbox").await
-    }
-
-    async fn stream_pod_sandboxes(
-        &self,
-        _: Request<cri::StreamPodSandboxesRequest>,
-    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
-        unimplemented("StreamPodSandboxes").await
     }
 
     async fn create_container(

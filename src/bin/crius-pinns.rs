@@ -1,0 +1,121 @@
+//! crius-pinns: creates a pod's namespaces and pins them.
+//!
+//!   crius-pinns --dir DIR [--net] [--ipc] [--uts] [--hostname NAME] [--sysctl KEY=VALUE]...
+//!
+//! Unshares the requested namespaces, sets the hostname (UTS), the sysctls
+//! (inside the new namespaces) and brings `lo` up (network), then bind-mounts
+//! /proc/self/ns/{net,ipc,uts} onto DIR/{net,ipc,uts} and exits. The bind
+//! mounts keep the namespaces alive with no process in them. criusd runs this
+//! as a separate, single-threaded process because unshare(2) of these
+//! namespaces must not happen in the daemon's own threads.
+
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+struct Args {
+    dir: PathBuf,
+    namespaces: Vec<(&'static str, CloneFlags)>,
+    hostname: Option<String>,
+    sysctls: Vec<(String, String)>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        dir: PathBuf::new(),
+        namespaces: Vec::new(),
+        hostname: None,
+        sysctls: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--dir" => args.dir = it.next().ok_or("--dir needs a value")?.into(),
+            "--net" => args.namespaces.push(("net", CloneFlags::CLONE_NEWNET)),
+            "--ipc" => args.namespaces.push(("ipc", CloneFlags::CLONE_NEWIPC)),
+            "--uts" => args.namespaces.push(("uts", CloneFlags::CLONE_NEWUTS)),
+            "--hostname" => args.hostname = Some(it.next().ok_or("--hostname needs a value")?),
+            "--sysctl" => {
+                let kv = it.next().ok_or("--sysctl needs KEY=VALUE")?;
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or(format!("--sysctl {kv:?} is not KEY=VALUE"))?;
+                args.sysctls.push((k.to_string(), v.to_string()));
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.dir.as_os_str().is_empty() {
+        return Err("--dir is required".into());
+    }
+    Ok(args)
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let flags = args
+        .namespaces
+        .iter()
+        .fold(CloneFlags::empty(), |acc, (_, f)| acc | *f);
+    unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+    if let Some(name) = &args.hostname {
+        nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name:?}: {e}"))?;
+    }
+    for (key, value) in &args.sysctls {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
+    if args.namespaces.iter().any(|(n, _)| *n == "net") {
+        loopback_up()?;
+    }
+    for (name, _) in &args.namespaces {
+        let target = args.dir.join(name);
+        std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let source = format!("/proc/self/ns/{name}");
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("pinning {name} namespace at {}: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// `ip link set lo up`, with an ioctl on a throwaway socket.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain syscalls on a socket we own, with a zeroed ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if result == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if result != 0 {
+            return Err(format!("bringing lo up: {error}"));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match parse().and_then(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crius-pinns: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Pod sandboxes: the namespaces and files a pod's containers share.
+//!
+//! crius runs no process for a sandbox: its network, IPC and UTS namespaces
+//! are pinned by bind mounts (see `namespaces`), so a pod costs no memory of
+//! its own. (A pod-wide PID namespace needs a process to hold it; crius
+//! refuses that mode until its pause program lands.)
+//!
+//! Invariants:
+//! - A sandbox record is written only after everything it names exists; a
+//!   failure at any step undoes the steps before it.
+//! - (name, namespace, uid, attempt) names at most one sandbox: the name is
+//!   reserved before anything is created.
+//! - Everything a sandbox owns lives in `<state>/sandboxes/<id>/` (pins, files,
+//!   shm), so removal is one place to clean, and idempotent.
+
+pub mod files;
+pub mod namespaces;
+
+use crate::cri;
+use crate::error::{Classify, ErrorKind};
+use crate::store::{Store, StoreError, Table};
+use namespaces::{Namespaces, PinRequest};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("pod sandbox {name:?} already exists as {id}")]
+    Exists { name: String, id: String },
+    #[error("pod sandbox {0:?} not found")]
+    NotFound(String),
+    #[error("pod sandbox id prefix {0:?} matches more than one sandbox")]
+    Ambiguous(String),
+    #[error("creating pod sandbox {name:?}: {reason}")]
+    Create { name: String, reason: String },
+    #[error("pod sandbox {id}: {reason}")]
+    Io { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Classify for SandboxError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::Invalid(_) | SandboxError::Ambiguous(_) => ErrorKind::InvalidArgument,
+            SandboxError::Unsupported(_) => ErrorKind::Unimplemented,
+            SandboxError::Exists { .. } => ErrorKind::AlreadyExists,
+            SandboxError::NotFound(_) => ErrorKind::NotFound,
+            SandboxError::Create { .. } | SandboxError::Io { .. } => ErrorKind::Internal,
+            SandboxError::Store(e) => e.kind(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Ready,
+    NotReady,
+}
+
+/// What crius keeps about a sandbox (in the store's `sandboxes` table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    /// "name_namespace_uid_attempt": unique among sandboxes.
+    pub name: String,
+    pub config: cri::PodSandboxConfig,
+    /// The handler's name as configured ("" never: the default is resolved).
+    pub runtime_handler: String,
+    pub state: SandboxState,
+    pub created_at: i64,
+    pub hostname: String,
+    pub namespaces: Namespaces,
+    pub dir: PathBuf,
+}
+
+impl SandboxRecord {
+    pub fn metadata(&self) -> cri::PodSandboxMetadata {
+        self.config.metadata.clone().unwrap_or_default()
+    }
+
+    pub fn namespace_options(&self) -> cri::NamespaceOption {
+        self.config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn cri_state(&self) -> cri::PodSandboxState {
+        match self.state {
+            SandboxState::Ready => cri::PodSandboxState::SandboxReady,
+            SandboxState::NotReady => cri::PodSandboxState::SandboxNotready,
+        }
+    }
+
+    pub fn to_cri(&self) -> cri::PodSandbox {
+        cri::PodSandbox {
+            id: self.id.clone(),
+            metadata: Some(self.metadata()),
+            state: self.cri_state() as i32,
+            created_at: self.created_at,
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+        }
+    }
+}
+
+impl SandboxRecord {
+    /// PodSandboxStatus, with `info` (JSON) when verbose.
+    pub fn status(&self, verbose: bool) -> (cri::PodSandboxStatus, HashMap<String, String>) {
+        let status = cri::PodSandboxStatus {
+            id: self.id.clone(),
+            metadata: Some(self.metadata()),
+            state: self.cri_state() as i32,
+            created_at: self.created_at,
+            // Pod IPs arrive with the networking issue.
+            network: Some(cri::PodSandboxNetworkStatus::default()),
+            linux: Some(cri::LinuxPodSandboxStatus {
+                namespaces: Some(cri::Namespace {
+                    options: Some(self.namespace_options()),
+                }),
+            }),
+            labels: self.config.labels.clone(),
+            annotations: self.config.annotations.clone(),
+            runtime_handler: self.runtime_handler.clone(),
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let detail = serde_json::json!({
+                "dir": self.dir,
+                "hostname": self.hostname,
+                "namespaces": self.namespaces,
+                "name": self.name,
+                "config": self.config,
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        (status, info)
+    }
+}
+
+pub struct Sandboxes {
+    store: Arc<Store>,
+    root: PathBuf,
+    records: RwLock<BTreeMap<String, SandboxRecord>>,
+    /// Names being created or existing, to their ids.
+    names: Mutex<HashMap<String, String>>,
+}
+
+impl Sandboxes {
+    /// Loads the records; `state` is the daemon's state dir.
+    pub fn open(state: &Path, store: Arc<Store>) -> Result<Sandboxes, SandboxError> {
+        let root = state.join("sandboxes");
+        std::fs::create_dir_all(&root).map_err(|e| SandboxError::Io {
+            id: "-".into(),
+            reason: e.to_string(),
+        })?;
+        let records: BTreeMap<String, SandboxRecord> =
+            store.list(Table::Sandboxes)?.into_iter().collect();
+        let names = records
+            .values()
+            .map(|r| (r.name.clone(), r.id.clone()))
+            .collect();
+        Ok(Sandboxes {
+            store,
+            root,
+            records: RwLock::new(records),
+            names: Mutex::new(names),
+        })
+    }
+
+    /// RunPodSandbox: validates, reserves the name, creates namespaces and
+    /// files, records the sandbox. `handler` is the resolved handler name.
+    pub fn run(
+        &self,
+        config: cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let plan = Plan::of(&config)?;
+        let id = new_id();
+        {
+            let mut names = self.names.lock().expect("sandbox names");
+            if let Some(existing) = names.get(&plan.name) {
+                return Err(SandboxError::Exists {
+                    name: plan.name,
+                    id: existing.clone(),
+                });
+            }
+            names.insert(plan.name.clone(), id.clone());
+        }
+        let dir = self.root.join(&id);
+        let result = self.create(&id, &dir, &config, &plan, handler);
+        if result.is_err() {
+            // Undo whatever was made, and free the name.
+            files::unmount_shm(&dir);
+            namespaces::unpin(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            self.names.lock().expect("sandbox names").remove(&plan.name);
+        }
+        result
+    }
+
+    fn create(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: &cri::PodSandboxConfig,
+        plan: &Plan,
+        handler: &str,
+    ) -> Result<SandboxRecord, SandboxError> {
+        let fail = |reason: String| SandboxError::Create {
+            name: plan.name.clone(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        if !config.log_directory.is_empty() {
+            std::fs::create_dir_all(&config.log_directory)
+                .map_err(|e| fail(format!("log_directory {}: {e}", config.log_directory)))?;
+        }
+        let namespaces = namespaces::pin(
+            dir,
+            &PinRequest {
+                network: !plan.host_network,
+                ipc: !plan.host_ipc,
+                uts: !plan.host_network,
+                hostname: (!plan.host_network).then_some(plan.hostname.as_str()),
+                sysctls: &plan.sysctls,
+            },
+        )
+        .map_err(|e| fail(format!("namespaces: {e}")))?;
+        files::write_hostname(dir, &plan.hostname)
+            .map_err(|e| fail(format!("hostname file: {e}")))?;
+        files::write_hosts(dir, &plan.hostname, plan.host_network)
+            .map_err(|e| fail(format!("hosts file: {e}")))?;
+        files::write_resolv_conf(dir, config.dns_config.as_ref())
+            .map_err(|e| fail(format!("resolv.conf: {e}")))?;
+        if !plan.host_ipc {
+            files::mount_shm(dir).map_err(|e| fail(format!("/dev/shm: {e}")))?;
+        }
+        let record = SandboxRecord {
+            id: id.to_string(),
+            name: plan.name.clone(),
+            config: config.clone(),
+            runtime_handler: handler.to_string(),
+            state: SandboxState::Ready,
+            created_at: crate::time::now_nanos(),
+            hostname: plan.hostname.clone(),
+            namespaces,
+            dir: dir.to_path_buf(),
+        };
+        self.store.put(Table::Sandboxes, id, &record)?;
+        self.records
+            .write()
+            .expect("sandboxes")
+            .insert(id.to_string(), record.clone());
+        Ok(record)
+    }
+
+    /// The sandbox with this id or unique id prefix.
+    pub fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+        if id.is_empty() {
+            return Err(SandboxError::Invalid("pod_sandbox_id is empty".into()));
+        }
+        let records = self.records.read().expect("sandboxes");
+        if let Some(record) = records.get(id) {
+            return Ok(record.clone());
+        }
+        let mut matches = records
+            .range(id.to_string()..)
+            .take_while(|(k, _)| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some((_, record)), None) => Ok(record.clone()),
+            (Some(_), Some(_)) => Err(SandboxError::Ambiguous(id.to_string())),
+            (None, _) => Err(SandboxError::NotFound(id.to_string())),
+        }
+    }
+
+    /// StopPodSandbox: the sandbox is no longer ready. Idempotent; unknown ids
+    /// succeed. (Its containers and network go here as those issues land.)
+    pub fn stop(&self, id: &str) -> Result<(), SandboxError> {
+        let mut record = match self.get(id) {
+            Ok(record) => record,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if record.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        record.state = SandboxState::NotReady;
+        self.store.put(Table::Sandboxes, &record.id, &record)?;
+        self.records
+            .write()
+            .expect("sandboxes")
+            .insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// RemovePodSandbox: unpins namespaces, unmounts shm, deletes the dir and
+    /// the record. Idempotent; unknown ids succeed.
+    pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let record = match self.get(id) {
+            Ok(record) => record,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        files::unmount_shm(&record.dir);
+        namespaces::unpin(&record.dir);
+        if record.dir.exists() {
+            std::fs::remove_dir_all(&record.dir).map_err(|e| SandboxError::Io {
+                id: record.id.clone(),
+                reason: format!("{}: {e}", record.dir.display()),
+            })?;
+        }
+        self.store.delete(Table::Sandboxes, &record.id)?;
+        self.records.write().expect("sandboxes").remove(&record.id);
+        self.names
+            .lock()
+            .expect("sandbox names")
+            .remove(&record.name);
+        Ok(())
+    }
+
+    /// ListPodSandbox: every filter field that is set must match.
+    pub fn list(&self, filter: Option<&cri::PodSandboxFilter>) -> Vec<SandboxRecord> {
+        let records = self.records.read().expect("sandboxes");
+        records
+            .values()
+            .filter(|r| match filter {
+                None => true,
+                Some(f) => {
+                    r.id.starts_with(&f.id)
+                        && f.state
+                            .as_ref()
+                            .is_none_or(|s| s.state == r.cri_state() as i32)
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| r.config.labels.get(k) == Some(v))
+                }
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a config asks for, checked before anything is created.
+struct Plan {
+    name: String,
+    hostname: String,
+    host_network: bool,
+    host_ipc: bool,
+    sysctls: Vec<(String, String)>,
+}
+
+impl Plan {
+    fn of(config: &cri::PodSandboxConfig) -> Result<Plan, SandboxError> {
+        let invalid = |m: &str| SandboxError::Invalid(m.to_string());
+        let meta = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| invalid("config.metadata is required"))?;
+        for (field, value) in [
+            ("name", &meta.name),
+            ("namespace", &meta.namespace),
+            ("uid", &meta.uid),
+        ] {
+            if value.is_empty() {
+                return Err(SandboxError::Invalid(format!(
+                    "config.metadata.{field} is empty"
+                )));
+            }
+        }
+        let name = format!(
+            "{}_{}_{}_{}",
+            meta.name, meta.namespace, meta.uid, meta.attempt
+        );
+        let linux = config.linux.clone().unwrap_or_default();
+        let security = linux.security_context.clone().unwrap_or_default();
+        let ns = security.namespace_options.clone().unwrap_or_default();
+        let mode = |v: i32| cri::NamespaceMode::try_from(v).unwrap_or(cri::NamespaceMode::Pod);
+        let field = "config.linux.security_context.namespace_options";
+        for (what, value) in [("network", ns.network), ("ipc", ns.ipc)] {
+            if !matches!(
+                mode(value),
+                cri::NamespaceMode::Pod | cri::NamespaceMode::Node
+            ) {
+                return Err(SandboxError::Invalid(format!(
+                    "{field}.{what} must be POD or NODE"
+                )));
+            }
+        }
+        if mode(ns.pid) == cri::NamespaceMode::Pod {
+            return Err(SandboxError::Unsupported(format!(
+                "{field}.pid = POD (a pod-wide PID namespace) is not supported by crius yet; use CONTAINER or NODE"
+            )));
+        }
+        if ns
+            .userns_options
+            .as_ref()
+            .is_some_and(|u| mode(u.mode) == cri::NamespaceMode::Pod && !u.uids.is_empty())
+        {
+            return Err(SandboxError::Unsupported(format!(
+                "{field}.userns_options: user namespaces are not supported by crius yet"
+            )));
+        }
+        let host_network = mode(ns.network) == cri::NamespaceMode::Node;
+        let host_ipc = mode(ns.ipc) == cri::NamespaceMode::Node;
+        let hostname = if host_network {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else if config.hostname.is_empty() {
+            meta.name.chars().take(63).collect()
+        } else {
+            config.hostname.clone()
+        };
+        if !host_network && (hostname.len() > 64 || hostname.contains(['/', '\0'])) {
+            return Err(SandboxError::Invalid(format!(
+                "config.hostname {hostname:?} is not a valid hostname"
+            )));
+        }
+        let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
+        sysctls.sort();
+        for (key, _) in &sysctls {
+            let (needs, namespace_is_host) = if key.starts_with("net.") {
+                ("network", host_network)
+            } else if key.starts_with("kernel.shm")
+                || key.starts_with("kernel.msg")
+                || key == "kernel.sem"
+                || key.starts_with("fs.mqueue.")
+            {
+                ("IPC", host_ipc)
+            } else {
+                return Err(SandboxError::Invalid(format!(
+                    "config.linux.sysctls: {key:?} is not a namespaced sysctl"
+                )));
+            };
+            if namespace_is_host {
+                return Err(SandboxError::Invalid(format!(
+                    "config.linux.sysctls: {key:?} needs the pod's own {needs} namespace, but the pod uses the host's"
+                )));
+            }
+            if key.contains("..") || key.contains('/') {
+                return Err(SandboxError::Invalid(format!(
+                    "config.linux.sysctls: {key:?} is malformed"
+                )));
+            }
+        }
+        Ok(Plan {
+            name,
+            hostname,
+            host_network,
+            host_ipc,
+            sysctls,
+        })
+    }
+}
+
+/// 64 random hex digits, as container ids look.
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_err()
+    {
+        // Never reached on Linux; still unique enough within one boot.
+        let t = crate::time::now_nanos() as u128;
+        bytes[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> cri::PodSandboxConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn plans_check_metadata_namespaces_and_sysctls() {
+        let base = r#""metadata": {"name": "p", "namespace": "ns", "uid": "u", "attempt": 2}"#;
+        let plan = Plan::of(&config(&format!("{{{base}, \"hostname\": \"h\", \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1}}}}}}}}"))).unwrap();
+        assert_eq!(
+            (
+                plan.name.as_str(),
+                plan.hostname.as_str(),
+                plan.host_network
+            ),
+            ("p_ns_u_2", "h", false)
+        );
+
+        let err = |json: String| Plan::of(&config(&json)).err().unwrap().to_string();
+        assert!(
+            err(r#"{"metadata": {"name": "p", "namespace": "ns"}}"#.into())
+                .contains("config.metadata.uid is empty")
+        );
+        assert!(err("{}".into()).contains("config.metadata is required"));
+        assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 0}}}}}}}}")).contains("pid = POD"));
+        assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1, \"network\": 3}}}}}}}}")).contains("network must be POD or NODE"));
+        let host_net =
+            "\"security_context\": {\"namespace_options\": {\"pid\": 1, \"network\": 2}}";
+        assert!(err(format!("{{{base}, \"linux\": {{{host_net}, \"sysctls\": {{\"net.ipv4.ip_forward\": \"1\"}}}}}}")).contains("host's"));
+        assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1}}}}, \"sysctls\": {{\"vm.swappiness\": \"1\"}}}}}}")).contains("not a namespaced sysctl"));
+    }
+
+    #[test]
+    fn ids_are_64_hex() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}
