@@ -244,7 +244,7 @@ async fn names_are_unique_and_lists_filter() {
             }
         )
         .await,
-        [a.clone()]
+        std::slice::from_ref(&a)
     );
     let ready = cri::PodSandboxStateValue {
         state: cri::PodSandboxState::SandboxNotready as i32,
@@ -258,7 +258,7 @@ async fn names_are_unique_and_lists_filter() {
             }
         )
         .await,
-        [b.clone()]
+        std::slice::from_ref(&b)
     );
     let labels = [("app".to_string(), "a".to_string())].into_iter().collect();
     assert_eq!(
