@@ -9,7 +9,7 @@ bin=$(realpath "${CRIUS_BIN:-target/debug}")
 work=$(mktemp -d /tmp/crius-crictl.XXXXXX)
 
 "$bin/criusd" --config /dev/null --listen "$work/crius.sock" --root "$work/root" \
-    --state "$work/state" --log-level debug >"$work/criusd.log" 2>&1 </dev/null &
+    --state "$work/state" --log-level "info,crius=debug" >"$work/criusd.log" 2>&1 </dev/null &
 daemon=$!
 cleanup() {
     kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true

@@ -183,9 +183,12 @@ pub async fn pods(settings: &Settings, args: PodsArgs) -> anyhow::Result<()> {
             } else {
                 p.id.chars().take(13).collect()
             };
-            let state = cri::PodSandboxState::try_from(p.state)
-                .map(|s| s.as_str_name())
-                .unwrap_or("?");
+            // As crictl shows it.
+            let state = if p.state == cri::PodSandboxState::SandboxReady as i32 {
+                "Ready"
+            } else {
+                "NotReady"
+            };
             vec![
                 id,
                 crate::output::ago(p.created_at),
