@@ -465,3 +465,59 @@ fn criusctl_runs_and_removes_pods_from_crictl_configs() {
     let (ok, _, err) = criusctl(&daemon.endpoint(), &["rmp", &id]);
     assert!(ok, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_repairs_what_a_crash_or_reboot_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_in(dir.path(), &[]);
+    let kept = run(&daemon, pod("kept", 0), "").await.unwrap();
+    let lost = run(&daemon, pod("lost", 0), "").await.unwrap();
+    daemon.stop_with(Signal::SIGKILL);
+    let sandboxes = dir.path().join("state/sandboxes");
+    // A RunPodSandbox cut short: pins made, no record.
+    let half = sandboxes.join("half-made");
+    std::fs::create_dir_all(&half).unwrap();
+    let out = std::process::Command::new(common::CRIUSD.replace("criusd", "crius-pinns"))
+        .args([
+            "--dir",
+            half.to_str().unwrap(),
+            "--net",
+            "--uts",
+            "--hostname",
+            "half",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A reboot would have taken the namespaces of every pod; take one's.
+    let lost_dir = sandboxes.join(&lost);
+    for ns in ["net", "ipc", "uts"] {
+        let _ = nix::mount::umount2(&lost_dir.join(ns), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(lost_dir.join(ns));
+    }
+
+    let daemon = Daemon::start_in(dir.path(), &[]);
+    assert!(!half.exists(), "the half-made sandbox is gone");
+    assert_eq!(mounts_under(&half), 0);
+    assert_eq!(
+        status(&daemon, &kept).await.unwrap().0.state(),
+        cri::PodSandboxState::SandboxReady
+    );
+    assert_eq!(
+        status(&daemon, &lost).await.unwrap().0.state(),
+        cri::PodSandboxState::SandboxNotready
+    );
+    for id in [kept, lost] {
+        daemon
+            .runtime()
+            .await
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+    assert_eq!(mounts_under(dir.path()), 0);
+}

@@ -157,15 +157,17 @@ pub struct Sandboxes {
 }
 
 impl Sandboxes {
-    /// Loads the records; `state` is the daemon's state dir.
+    /// Loads the records and repairs what a crash or reboot left; `state` is
+    /// the daemon's state dir.
     pub fn open(state: &Path, store: Arc<Store>) -> Result<Sandboxes, SandboxError> {
         let root = state.join("sandboxes");
         std::fs::create_dir_all(&root).map_err(|e| SandboxError::Io {
             id: "-".into(),
             reason: e.to_string(),
         })?;
-        let records: BTreeMap<String, SandboxRecord> =
+        let mut records: BTreeMap<String, SandboxRecord> =
             store.list(Table::Sandboxes)?.into_iter().collect();
+        recover(&root, &store, &mut records)?;
         let names = records
             .values()
             .map(|r| (r.name.clone(), r.id.clone()))
@@ -349,6 +351,49 @@ impl Sandboxes {
             .cloned()
             .collect()
     }
+}
+
+/// Start-up repair. A directory without a record is a RunPodSandbox that a
+/// crash interrupted: its pins and shm are released and it is deleted. A ready
+/// record whose pinned namespaces are gone (a reboot emptied the state dir) is
+/// no longer ready: kubelet will create the pod again.
+fn recover(
+    root: &Path,
+    store: &Store,
+    records: &mut BTreeMap<String, SandboxRecord>,
+) -> Result<(), SandboxError> {
+    let io = |e: std::io::Error| SandboxError::Io {
+        id: "-".into(),
+        reason: format!("{}: {e}", root.display()),
+    };
+    for entry in std::fs::read_dir(root).map_err(io)? {
+        let dir = entry.map_err(io)?.path();
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !records.contains_key(&id) {
+            tracing::warn!(dir = %dir.display(), "removing a half-made pod sandbox left by a crash");
+            files::unmount_shm(&dir);
+            namespaces::unpin(&dir);
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+    }
+    for record in records.values_mut() {
+        let pins = [
+            &record.namespaces.network,
+            &record.namespaces.ipc,
+            &record.namespaces.uts,
+        ];
+        let lost =
+            pins.iter().any(|p| p.as_ref().is_some_and(|p| !p.exists())) || !record.dir.exists();
+        if lost && record.state == SandboxState::Ready {
+            tracing::warn!(id = %record.id, "pod sandbox lost its namespaces (reboot?): not ready");
+            record.state = SandboxState::NotReady;
+            store.put(Table::Sandboxes, &record.id, record)?;
+        }
+    }
+    Ok(())
 }
 
 /// What a config asks for, checked before anything is created.
