@@ -172,6 +172,7 @@ async fn unimplemented_rpcs_say_which() {
 #[test]
 fn config_errors_stop_criusd_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let cases = [
         ("[runtime]\ncgroups = 1\n", "unknown key `runtime.cgroups`"),
         ("root = 7\n", "key `root`: expected string, found integer"),
@@ -219,6 +220,7 @@ fn config_default_prints_the_shipped_file() {
 #[test]
 fn config_file_values_take_effect() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let file = dir.path().join("config.toml");
     let root = dir.path().join("from-file-root");
     std::fs::write(
@@ -291,6 +293,7 @@ async fn socket_has_mode_0660_and_is_removed_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_socket_is_replaced_but_other_files_are_not() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     // A socket file left behind by a process that is gone.
     drop(std::os::unix::net::UnixListener::bind(dir.path().join("crius.sock")).unwrap());
     let daemon = Daemon::start_in(dir.path(), &[]);
@@ -325,6 +328,7 @@ async fn a_stale_socket_is_replaced_but_other_files_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_the_same_root_keeps_state() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let mut daemon = Daemon::start_in(dir.path(), &[]);
     let request = cri::UpdateRuntimeConfigRequest {
         runtime_config: Some(cri::RuntimeConfig {

@@ -352,6 +352,7 @@ async fn transient_server_errors_are_retried() {
 async fn a_pull_killed_midway_is_completed_by_the_next() {
     let registry = FakeRegistry::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     // Data that gzip cannot shrink much, so the blob is large on the wire.
     let mut state = 0x1234_5678_u32;
     let data: String = (0..400_000)

@@ -35,6 +35,7 @@ async fn a_mirror_that_is_down_falls_back_to_the_next() {
     let img = image(&[vec![raw_entry("a", b'0', "", b"a")]], false);
     upstream.serve_image("app", "v1", &img);
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     // Nothing listens on port 9 of loopback: connection refused.
     hosts_toml(
         dir.path(),
@@ -79,6 +80,7 @@ async fn pull_only_mirrors_serve_blobs_while_tags_resolve_upstream() {
     );
     mirror.serve_image("app", "unused-tag", &img);
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     hosts_toml(
         dir.path(),
         &upstream.host,
@@ -115,6 +117,7 @@ async fn pull_only_mirrors_serve_blobs_while_tags_resolve_upstream() {
 async fn bad_hosts_toml_is_a_clear_error() {
     let upstream = FakeRegistry::start().await;
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     hosts_toml(
         dir.path(),
         &upstream.host,
@@ -143,6 +146,7 @@ async fn credentials_file_is_used_when_a_pull_has_none() {
         password: "pw".into(),
     });
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let creds = dir.path().join("config.json");
     std::fs::write(
         &creds,
@@ -169,6 +173,7 @@ async fn credentials_file_is_used_when_a_pull_has_none() {
 #[ignore = "needs the e2e registry and images: run `make test`"]
 async fn tls_registry_with_a_test_ca() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     registry_process::make_certs(dir.path());
     let tls = format!(
         "  tls:\n    certificate: {}\n    key: {}\n",

@@ -68,6 +68,7 @@ impl Overlay {
             .map(|s| s.as_str().unwrap())
             .collect();
         let dir = tempfile::tempdir().unwrap();
+        let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
         let status = std::process::Command::new("mount")
             .args([
                 "-t",
@@ -455,6 +456,7 @@ async fn concurrent_pulls_download_each_layer_once_and_survive_restart() {
     let summary = summary();
     let reg = summary["registry"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let daemon = Daemon::start_in(dir.path(), &[]);
     let name = format!("{reg}/crius-test/layered:latest");
     let (a, b) = tokio::join!(daemon.pull(&name, None), daemon.pull(&name, None));

@@ -350,7 +350,7 @@ async fn bad_configs_are_refused_and_leave_nothing() {
         .namespace_options
         .as_mut()
         .unwrap()
-        .pid = 0;
+        .pid = 3;
     let mut bad_sysctl = pod("x", 0);
     bad_sysctl
         .linux
@@ -378,12 +378,7 @@ async fn bad_configs_are_refused_and_leave_nothing() {
             Code::InvalidArgument,
             "config.metadata.uid is empty",
         ),
-        (
-            pid_pod,
-            "",
-            Code::Unimplemented,
-            "namespace_options.pid = POD",
-        ),
+        (pid_pod, "", Code::InvalidArgument, "pid = TARGET"),
         (bad_sysctl, "", Code::InvalidArgument, "vm.swappiness"),
         (
             pod("x", 0),
@@ -416,6 +411,7 @@ async fn bad_configs_are_refused_and_leave_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandboxes_survive_a_daemon_crash() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let mut daemon = Daemon::start_in(dir.path(), &[]);
     let id = run(&daemon, pod("durable", 0), "").await.unwrap();
     let (_, info) = status(&daemon, &id).await.unwrap();
@@ -469,6 +465,7 @@ fn criusctl_runs_and_removes_pods_from_crictl_configs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_repairs_what_a_crash_or_reboot_left() {
     let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let mut daemon = Daemon::start_in(dir.path(), &[]);
     let kept = run(&daemon, pod("kept", 0), "").await.unwrap();
     let lost = run(&daemon, pod("lost", 0), "").await.unwrap();
@@ -519,5 +516,123 @@ async fn startup_repairs_what_a_crash_or_reboot_left() {
             .await
             .unwrap();
     }
+    assert_eq!(mounts_under(dir.path()), 0);
+}
+
+fn pause_of(info: &serde_json::Value) -> i32 {
+    info["namespaces"]["pause_pid"]
+        .as_i64()
+        .expect("a pause process") as i32
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("Z (zombie)"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_wide_pid_namespace_has_a_pause_process_as_pid_1() {
+    let daemon = Daemon::start();
+    let mut config = pod("shared", 0);
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = 0;
+    let id = run(&daemon, config, "").await.unwrap();
+    let (_, info) = status(&daemon, &id).await.unwrap();
+    let pause = pause_of(&info);
+    let proc_status = std::fs::read_to_string(format!("/proc/{pause}/status")).unwrap();
+    let nspid = proc_status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap();
+    assert!(
+        nspid.trim_end().ends_with("\t1"),
+        "PID 1 in its namespace: {nspid}"
+    );
+    let ino = |p: &str| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&format!("/proc/{pause}/ns/pid")),
+        ino(info["namespaces"]["pid"].as_str().unwrap())
+    );
+    assert_eq!(
+        ino(&format!("/proc/{pause}/ns/net")),
+        ino(info["namespaces"]["network"].as_str().unwrap())
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pause}/exe"))
+            .unwrap()
+            .file_name()
+            .unwrap(),
+        "crius-pause"
+    );
+
+    daemon
+        .runtime()
+        .await
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pause) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pause survived StopPodSandbox"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = PathBuf::from(info["dir"].as_str().unwrap());
+    daemon
+        .runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert_eq!(mounts_under(&dir), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_pause_died_is_not_ready_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let mut daemon = Daemon::start_in(dir.path(), &[]);
+    let mut config = pod("fragile", 0);
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = 0;
+    let id = run(&daemon, config, "").await.unwrap();
+    let pause = pause_of(&status(&daemon, &id).await.unwrap().1);
+    daemon.stop_with(Signal::SIGKILL);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pause), Signal::SIGKILL).unwrap();
+    while alive(pause) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let daemon = Daemon::start_in(dir.path(), &[]);
+    assert_eq!(
+        status(&daemon, &id).await.unwrap().0.state(),
+        cri::PodSandboxState::SandboxNotready
+    );
+    daemon
+        .runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
     assert_eq!(mounts_under(dir.path()), 0);
 }

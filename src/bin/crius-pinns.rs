@@ -1,11 +1,16 @@
 //! crius-pinns: creates a pod's namespaces and pins them.
 //!
 //!   crius-pinns --dir DIR [--net] [--ipc] [--uts] [--hostname NAME] [--sysctl KEY=VALUE]...
+//!               [--pid-pause PAUSE]
 //!
 //! Unshares the requested namespaces, sets the hostname (UTS), the sysctls
 //! (inside the new namespaces) and brings `lo` up (network), then bind-mounts
 //! /proc/self/ns/{net,ipc,uts} onto DIR/{net,ipc,uts} and exits. The bind
-//! mounts keep the namespaces alive with no process in them. criusd runs this
+//! mounts keep the namespaces alive with no process in them. With
+//! `--pid-pause`, it also unshares a PID namespace and forks PAUSE into it as
+//! PID 1 (in the pod's other namespaces, in a session of its own), writes its
+//! host PID to DIR/pause.pid and pins DIR/pid; a PID namespace lives only as
+//! long as its PID 1. criusd runs this
 //! as a separate, single-threaded process because unshare(2) of these
 //! namespaces must not happen in the daemon's own threads.
 
@@ -19,6 +24,7 @@ struct Args {
     namespaces: Vec<(&'static str, CloneFlags)>,
     hostname: Option<String>,
     sysctls: Vec<(String, String)>,
+    pause: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -27,6 +33,7 @@ fn parse() -> Result<Args, String> {
         namespaces: Vec::new(),
         hostname: None,
         sysctls: Vec::new(),
+        pause: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -36,6 +43,7 @@ fn parse() -> Result<Args, String> {
             "--ipc" => args.namespaces.push(("ipc", CloneFlags::CLONE_NEWIPC)),
             "--uts" => args.namespaces.push(("uts", CloneFlags::CLONE_NEWUTS)),
             "--hostname" => args.hostname = Some(it.next().ok_or("--hostname needs a value")?),
+            "--pid-pause" => args.pause = Some(it.next().ok_or("--pid-pause needs a path")?.into()),
             "--sysctl" => {
                 let kv = it.next().ok_or("--sysctl needs KEY=VALUE")?;
                 let (k, v) = kv
@@ -81,7 +89,51 @@ fn run(args: Args) -> Result<(), String> {
         )
         .map_err(|e| format!("pinning {name} namespace at {}: {e}", target.display()))?;
     }
+    if let Some(pause) = &args.pause {
+        start_pause(&args.dir, pause)?;
+    }
     Ok(())
+}
+
+/// Forks PAUSE as PID 1 of a new PID namespace and pins that namespace.
+fn start_pause(dir: &Path, pause: &Path) -> Result<(), String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let program = CString::new(pause.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let devnull = CString::new("/dev/null").expect("static");
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare PID namespace: {e}"))?;
+    // SAFETY: this process is single-threaded; the child only calls
+    // async-signal-safe functions before execv.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => unsafe {
+            libc::setsid();
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDWR);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+            }
+            let argv = [program.as_ptr(), std::ptr::null()];
+            libc::execv(program.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            std::fs::write(dir.join("pause.pid"), child.to_string())
+                .map_err(|e| format!("pause.pid: {e}"))?;
+            let target = dir.join("pid");
+            std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+            let source = format!("/proc/{child}/ns/pid");
+            mount(
+                Some(source.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("pinning the PID namespace at {}: {e}", target.display()))?;
+            Ok(())
+        }
+    }
 }
 
 /// `ip link set lo up`, with an ioctl on a throwaway socket.

@@ -203,6 +203,7 @@ impl Sandboxes {
         let result = self.create(&id, &dir, &config, &plan, handler);
         if result.is_err() {
             // Undo whatever was made, and free the name.
+            kill_pause_in(&dir);
             files::unmount_shm(&dir);
             namespaces::unpin(&dir);
             let _ = std::fs::remove_dir_all(&dir);
@@ -236,6 +237,7 @@ impl Sandboxes {
                 uts: !plan.host_network,
                 hostname: (!plan.host_network).then_some(plan.hostname.as_str()),
                 sysctls: &plan.sysctls,
+                shared_pid: plan.shared_pid,
             },
         )
         .map_err(|e| fail(format!("namespaces: {e}")))?;
@@ -294,6 +296,9 @@ impl Sandboxes {
             Err(SandboxError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // The pod's processes stop: with a shared PID namespace, killing its
+        // PID 1 ends them all.
+        namespaces::kill_pause(&record.namespaces);
         if record.state == SandboxState::NotReady {
             return Ok(());
         }
@@ -314,6 +319,7 @@ impl Sandboxes {
             Err(SandboxError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        namespaces::kill_pause(&record.namespaces);
         files::unmount_shm(&record.dir);
         namespaces::unpin(&record.dir);
         if record.dir.exists() {
@@ -374,6 +380,7 @@ fn recover(
             .unwrap_or_default();
         if !records.contains_key(&id) {
             tracing::warn!(dir = %dir.display(), "removing a half-made pod sandbox left by a crash");
+            kill_pause_in(&dir);
             files::unmount_shm(&dir);
             namespaces::unpin(&dir);
             std::fs::remove_dir_all(&dir).map_err(io)?;
@@ -384,16 +391,36 @@ fn recover(
             &record.namespaces.network,
             &record.namespaces.ipc,
             &record.namespaces.uts,
+            &record.namespaces.pid,
         ];
-        let lost =
-            pins.iter().any(|p| p.as_ref().is_some_and(|p| !p.exists())) || !record.dir.exists();
+        let pause_died = record
+            .namespaces
+            .pause_pid
+            .is_some_and(|pid| !namespaces::is_alive(pid));
+        let lost = pins.iter().any(|p| p.as_ref().is_some_and(|p| !p.exists()))
+            || !record.dir.exists()
+            || pause_died;
         if lost && record.state == SandboxState::Ready {
-            tracing::warn!(id = %record.id, "pod sandbox lost its namespaces (reboot?): not ready");
+            tracing::warn!(id = %record.id, "pod sandbox lost its namespaces or pause process: not ready");
             record.state = SandboxState::NotReady;
             store.put(Table::Sandboxes, &record.id, record)?;
         }
     }
     Ok(())
+}
+
+/// Kills the pause process a sandbox dir records, if it still runs.
+fn kill_pause_in(dir: &Path) {
+    let pid = std::fs::read_to_string(dir.join("pause.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    if let Some(pid) = pid {
+        namespaces::kill_pause(&Namespaces {
+            pid: Some(dir.join("pid")),
+            pause_pid: Some(pid),
+            ..Default::default()
+        });
+    }
 }
 
 /// What a config asks for, checked before anything is created.
@@ -402,6 +429,8 @@ struct Plan {
     hostname: String,
     host_network: bool,
     host_ipc: bool,
+    /// A pod-wide PID namespace (with a pause process as PID 1).
+    shared_pid: bool,
     sysctls: Vec<(String, String)>,
 }
 
@@ -442,9 +471,9 @@ impl Plan {
                 )));
             }
         }
-        if mode(ns.pid) == cri::NamespaceMode::Pod {
-            return Err(SandboxError::Unsupported(format!(
-                "{field}.pid = POD (a pod-wide PID namespace) is not supported by crius yet; use CONTAINER or NODE"
+        if mode(ns.pid) == cri::NamespaceMode::Target {
+            return Err(SandboxError::Invalid(format!(
+                "{field}.pid = TARGET is for containers, not sandboxes"
             )));
         }
         if ns
@@ -456,6 +485,7 @@ impl Plan {
                 "{field}.userns_options: user namespaces are not supported by crius yet"
             )));
         }
+        let shared_pid = mode(ns.pid) == cri::NamespaceMode::Pod;
         let host_network = mode(ns.network) == cri::NamespaceMode::Node;
         let host_ipc = mode(ns.ipc) == cri::NamespaceMode::Node;
         let hostname = if host_network {
@@ -504,6 +534,7 @@ impl Plan {
             hostname,
             host_network,
             host_ipc,
+            shared_pid,
             sysctls,
         })
     }
@@ -550,7 +581,7 @@ mod tests {
                 .contains("config.metadata.uid is empty")
         );
         assert!(err("{}".into()).contains("config.metadata is required"));
-        assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 0}}}}}}}}")).contains("pid = POD"));
+        assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 3}}}}}}}}")).contains("pid = TARGET"));
         assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1, \"network\": 3}}}}}}}}")).contains("network must be POD or NODE"));
         let host_net =
             "\"security_context\": {\"namespace_options\": {\"pid\": 1, \"network\": 2}}";

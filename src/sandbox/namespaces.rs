@@ -13,6 +13,12 @@ pub struct Namespaces {
     pub network: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// A pod-wide PID namespace, held by its PID 1 (`crius-pause`).
+    #[serde(default)]
+    pub pid: Option<PathBuf>,
+    /// Host PID of that PID 1.
+    #[serde(default)]
+    pub pause_pid: Option<i32>,
 }
 
 /// What to create.
@@ -22,21 +28,60 @@ pub struct PinRequest<'a> {
     pub uts: bool,
     pub hostname: Option<&'a str>,
     pub sysctls: &'a [(String, String)],
+    /// Start a pod-wide PID namespace with `crius-pause` as its PID 1.
+    pub shared_pid: bool,
 }
 
-/// The helper binary: beside the running criusd, else in PATH.
-pub fn pinns_binary() -> PathBuf {
+/// A crius helper binary: beside the running criusd, else in PATH.
+pub fn helper_binary(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("crius-pinns")))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
         .filter(|p| p.is_file())
-        .or_else(|| crate::handlers::find_executable("crius-pinns"))
-        .unwrap_or_else(|| PathBuf::from("crius-pinns"))
+        .or_else(|| crate::handlers::find_executable(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Whether a pause process still runs (a zombie does not).
+pub fn is_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            s.lines().any(|l| {
+                l.starts_with("State:") && !l.contains("Z (zombie)") && !l.contains("X (dead)")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Kills a sandbox's pause process, ending its PID namespace.
+pub fn kill_pause(namespaces: &Namespaces) {
+    if let Some(pid) = namespaces.pause_pid.filter(|p| is_alive(*p)) {
+        // Only if it still is our pause: its PID namespace is the pinned one.
+        let same = namespaces
+            .pid
+            .as_ref()
+            .is_some_and(|pin| same_namespace(pin, &format!("/proc/{pid}/ns/pid")));
+        if same {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn same_namespace(a: &Path, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// Creates and pins the requested namespaces under `dir`.
 pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
-    let mut command = Command::new(pinns_binary());
+    let pinns = helper_binary("crius-pinns");
+    let mut command = Command::new(&pinns);
     command.arg("--dir").arg(dir);
     let mut wanted = Vec::new();
     for (yes, flag, name) in [
@@ -49,7 +94,10 @@ pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
             wanted.push(name);
         }
     }
-    if wanted.is_empty() {
+    if request.shared_pid {
+        command.arg("--pid-pause").arg(helper_binary("crius-pause"));
+    }
+    if wanted.is_empty() && !request.shared_pid {
         return Ok(Namespaces::default());
     }
     if let Some(hostname) = request.hostname {
@@ -60,22 +108,36 @@ pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
     }
     let output = command
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", pinns_binary().display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", pinns.display()))?;
     if !output.status.success() {
         unpin(dir);
         return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
     }
     let path = |name: &str| wanted.contains(&name).then(|| dir.join(name));
+    let pause_pid = if request.shared_pid {
+        let text = std::fs::read_to_string(dir.join("pause.pid"))
+            .map_err(|e| format!("pause.pid: {e}"))?;
+        Some(
+            text.trim()
+                .parse::<i32>()
+                .map_err(|e| format!("pause.pid: {e}"))?,
+        )
+    } else {
+        None
+    };
     Ok(Namespaces {
         network: path("net"),
         ipc: path("ipc"),
         uts: path("uts"),
+        pid: request.shared_pid.then(|| dir.join("pid")),
+        pause_pid,
     })
 }
 
-/// Unmounts and removes whatever pins exist under `dir` (idempotent).
+/// Unmounts and removes whatever pins exist under `dir` (idempotent). A
+/// pause process (if any) must have been killed first.
 pub fn unpin(dir: &Path) {
-    for name in ["net", "ipc", "uts"] {
+    for name in ["net", "ipc", "uts", "pid"] {
         let path = dir.join(name);
         if path.exists() {
             let _ = umount2(&path, MntFlags::MNT_DETACH);

@@ -140,6 +140,54 @@ impl Drop for Daemon {
         if self.child.is_some() {
             self.stop_with(nix::sys::signal::Signal::SIGTERM);
         }
+        // A fixture-owned dir goes with the fixture: leave nothing behind,
+        // even when the test failed before removing its pods.
+        if self._tmp.is_some() {
+            cleanup_dir(&self.dir);
+        }
+    }
+}
+
+/// For tests that restart daemons in their own dir: cleans it up on drop
+/// (declare it after the TempDir, so it drops first).
+pub struct CleanupGuard(pub PathBuf);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        cleanup_dir(&self.0);
+    }
+}
+
+/// Kills the pause processes of sandboxes under `dir` and lazily unmounts
+/// everything mounted below it (pinned namespaces, shm, rootfs overlays).
+pub fn cleanup_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir.join("state/sandboxes")) {
+        for entry in entries.flatten() {
+            let pid = std::fs::read_to_string(entry.path().join("pause.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            let ours = pid.is_some_and(|p| {
+                std::fs::read_link(format!("/proc/{p}/exe"))
+                    .is_ok_and(|exe| exe.ends_with("crius-pause"))
+            });
+            if let (Some(pid), true) = (pid, ours) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let prefix = format!("{}/", dir.display());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for target in targets {
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
