@@ -10,7 +10,7 @@ test:
 	e2e/run-tests.sh
 
 build:
-	cargo build --release --bin criusd --bin criusctl
+	cargo build --release --bins
 
 lint:
 	cargo fmt --all -- --check

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 e2e/install-deps.sh
-cargo build --release --quiet --bin criusd --bin criusctl
+cargo build --release --quiet --bins
 echo "criusd starting; try: target/release/criusctl info"
 exec target/release/criusd "$@"
