@@ -200,20 +200,6 @@ impl Images {
             })?;
         }
 
-        let record_config_digest = manifest.config.digest.clone();
-        let put = |digest: &str, body: &[u8]| {
-            self.content
-                .put(digest, body)
-                .map_err(|source| ImageError::Content {
-                    image: image.clone(),
-                    source,
-                })
-        };
-        put(&record_config_digest, &config_bytes)?;
-        put(&manifest_digest, &manifest_body)?;
-        if let Some(index) = &index_digest {
-            put(index, &top)?;
-        }
         let layers: Vec<LayerRecord> = manifest
             .layers
             .iter()
@@ -239,8 +225,33 @@ impl Images {
             pulled_at: crate::time::now_nanos(),
             pinned: false,
         };
-        let record = self.save(record)?;
-        tracing::info!(image = %image, id = %record.id, "pulled");
+        // Manifests and config join the store, then the record: fsyncs, so
+        // off the async workers.
+        let this = self.clone();
+        let manifest_blob = record.manifest_digest.clone();
+        let record = tokio::task::spawn_blocking(move || {
+            let put = |digest: &str, body: &[u8]| {
+                this.content
+                    .put(digest, body)
+                    .map_err(|source| ImageError::Content {
+                        image: image.clone(),
+                        source,
+                    })
+            };
+            put(&record.id, &config_bytes)?;
+            put(&manifest_blob, &manifest_body)?;
+            if let Some(index) = &record.index_digest {
+                put(index, &top)?;
+            }
+            let record = this.save(record)?;
+            tracing::info!(image = %image, id = %record.id, "pulled");
+            Ok::<_, ImageError>(record)
+        })
+        .await
+        .map_err(|e| ImageError::Io {
+            path: "pull".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         Ok(record)
     }
 
