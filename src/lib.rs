@@ -6,6 +6,7 @@
 pub mod cgroups;
 pub mod client;
 pub mod config;
+pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod error;

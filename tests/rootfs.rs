@@ -107,3 +107,26 @@ async fn rootfs_errors_are_clear_and_leave_nothing() {
         "the image itself still holds its snapshot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn the_image_user_resolves_inside_its_rootfs() {
+    use crius::container::user::{ResolvedUser, resolve};
+    let dir = tempfile::tempdir().unwrap();
+    let images = open(dir.path());
+    let name = format!("{}/crius-test/user-name:latest", registry());
+    images.pull(&name, &Credentials::Anonymous).await.unwrap();
+    let record = images.resolve(&name).unwrap().unwrap();
+    let rootfs = images.mount_rootfs("u1", &name).unwrap();
+    let user = resolve(&rootfs, None, &record.run_config().user).unwrap();
+    // someuser (1000) is a member of `users` (100) and `extra` (2000).
+    assert_eq!(
+        user,
+        ResolvedUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![100, 2000]
+        }
+    );
+    images.remove_rootfs("u1").unwrap();
+}
