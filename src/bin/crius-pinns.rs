@@ -77,17 +77,7 @@ fn run(args: Args) -> Result<(), String> {
         loopback_up()?;
     }
     for (name, _) in &args.namespaces {
-        let target = args.dir.join(name);
-        std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let source = format!("/proc/self/ns/{name}");
-        mount(
-            Some(source.as_str()),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("pinning {name} namespace at {}: {e}", target.display()))?;
+        pin(&format!("/proc/self/ns/{name}"), &args.dir.join(name))?;
     }
     if let Some(pause) = &args.pause {
         start_pause(&args.dir, pause)?;
@@ -120,20 +110,23 @@ fn start_pause(dir: &Path, pause: &Path) -> Result<(), String> {
         nix::unistd::ForkResult::Parent { child } => {
             std::fs::write(dir.join("pause.pid"), child.to_string())
                 .map_err(|e| format!("pause.pid: {e}"))?;
-            let target = dir.join("pid");
-            std::fs::File::create(&target).map_err(|e| format!("{}: {e}", target.display()))?;
-            let source = format!("/proc/{child}/ns/pid");
-            mount(
-                Some(source.as_str()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| format!("pinning the PID namespace at {}: {e}", target.display()))?;
-            Ok(())
+            pin(&format!("/proc/{child}/ns/pid"), &dir.join("pid"))
         }
     }
+}
+
+/// Bind-mounts a namespace file onto `target`, which keeps the namespace
+/// alive after its processes are gone.
+fn pin(source: &str, target: &Path) -> Result<(), String> {
+    std::fs::File::create(target).map_err(|e| format!("{}: {e}", target.display()))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pinning {source} at {}: {e}", target.display()))
 }
 
 /// `ip link set lo up`, with an ioctl on a throwaway socket.

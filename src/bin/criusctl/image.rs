@@ -234,23 +234,12 @@ pub async fn inspecti(settings: &Settings, args: InspectArgs) -> anyhow::Result<
         let Some(image) = resp.image else {
             bail!("no such image {name:?}");
         };
-        let mut doc = json!({ "status": image });
-        for (key, raw) in resp.info {
-            doc[key] = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-        }
-        docs.push(doc);
+        let mut doc = serde_json::Map::new();
+        doc.insert("status".into(), serde_json::to_value(image)?);
+        crate::output::splice_info(&mut doc, resp.info);
+        docs.push(Value::Object(doc));
     }
-    let value = if docs.len() == 1 {
-        docs.remove(0)
-    } else {
-        Value::Array(docs)
-    };
-    let format = if args.output == Format::Table {
-        Format::Json
-    } else {
-        args.output
-    };
-    print_structured(&value, format)
+    crate::output::print_documents(docs, args.output)
 }
 
 pub async fn rmi(settings: &Settings, args: RmiArgs) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use crate::endpoint::Settings;
 use crate::output::{Format, print_structured};
 use anyhow::Context;
 use crius::cri;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 #[derive(clap::Args)]
 pub struct VersionArgs {
@@ -62,15 +62,7 @@ pub async fn info(settings: &Settings, args: InfoArgs) -> anyhow::Result<()> {
         serde_json::to_value(&status.runtime_handlers)?,
     );
     doc.insert("features".into(), serde_json::to_value(status.features)?);
-    let mut keys: Vec<_> = status.info.keys().cloned().collect();
-    keys.sort();
-    for key in keys {
-        let raw = &status.info[&key];
-        doc.insert(
-            key,
-            serde_json::from_str(raw).unwrap_or_else(|_| json!(raw)),
-        );
-    }
+    crate::output::splice_info(&mut doc, status.info);
     let format = if args.output == Format::Table {
         Format::Json
     } else {

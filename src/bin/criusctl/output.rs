@@ -9,6 +9,38 @@ pub enum Format {
     Table,
 }
 
+/// Adds a runtime's verbose `info` (JSON strings by key) to `doc` as values,
+/// the way crictl's inspect commands show it; keys in sorted order.
+pub fn splice_info(
+    doc: &mut serde_json::Map<String, serde_json::Value>,
+    info: std::collections::HashMap<String, String>,
+) {
+    let mut entries: Vec<(String, String)> = info.into_iter().collect();
+    entries.sort();
+    for (key, raw) in entries {
+        let value = serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw));
+        doc.insert(key, value);
+    }
+}
+
+/// Prints inspect documents: one as is, several as an array; JSON unless YAML
+/// is asked for.
+pub fn print_documents(mut docs: Vec<serde_json::Value>, format: Format) -> anyhow::Result<()> {
+    let value = if docs.len() == 1 {
+        docs.remove(0)
+    } else {
+        serde_json::Value::Array(docs)
+    };
+    print_structured(
+        &value,
+        if format == Format::Table {
+            Format::Json
+        } else {
+            format
+        },
+    )
+}
+
 /// Prints `value` as pretty JSON or YAML.
 pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
     match format {

@@ -227,21 +227,10 @@ pub async fn inspectp(settings: &Settings, args: InspectpArgs) -> anyhow::Result
             .await
             .with_context(|| format!("getting the status of pod sandbox {id}"))?
             .into_inner();
-        let mut doc = json!({ "status": resp.status });
-        for (key, raw) in resp.info {
-            doc[key] = serde_json::from_str(&raw).unwrap_or(Value::String(raw));
-        }
-        docs.push(doc);
+        let mut doc = serde_json::Map::new();
+        doc.insert("status".into(), serde_json::to_value(resp.status)?);
+        crate::output::splice_info(&mut doc, resp.info);
+        docs.push(Value::Object(doc));
     }
-    let value = if docs.len() == 1 {
-        docs.remove(0)
-    } else {
-        Value::Array(docs)
-    };
-    let format = if args.output == Format::Table {
-        Format::Json
-    } else {
-        args.output
-    };
-    print_structured(&value, format)
+    crate::output::print_documents(docs, args.output)
 }
