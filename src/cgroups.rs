@@ -5,8 +5,8 @@
 //! unified layout. The driver is cgroupfs unless systemd runs as init.
 
 use crate::config::CgroupDriverSetting;
-use serde::Serialize;
-use std::path::Path;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -66,6 +66,88 @@ impl CgroupInfo {
     }
 }
 
+/// Where a container's cgroup goes: the runtime's `linux.cgroupsPath` and
+/// the directory relative to a hierarchy's root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerCgroup {
+    pub spec_path: String,
+    pub relative: PathBuf,
+}
+
+impl CgroupInfo {
+    /// The cgroup of container `id` under the pod's `parent` (kubelet's
+    /// `cgroup_parent`; "" puts it under `/crius` or `system.slice`).
+    pub fn container(&self, parent: &str, id: &str) -> ContainerCgroup {
+        match self.driver {
+            Driver::Cgroupfs => {
+                let parent = if parent.is_empty() { "/crius" } else { parent };
+                let path = format!("{}/crius-{id}", parent.trim_end_matches('/'));
+                let relative = PathBuf::from(path.trim_start_matches('/'));
+                ContainerCgroup {
+                    spec_path: if path.starts_with('/') {
+                        path
+                    } else {
+                        format!("/{path}")
+                    },
+                    relative,
+                }
+            }
+            Driver::Systemd => {
+                let slice = if parent.is_empty() {
+                    "system.slice"
+                } else {
+                    parent
+                };
+                let mut relative = expand_slice(slice);
+                relative.push(format!("crius-{id}.scope"));
+                ContainerCgroup {
+                    spec_path: format!("{slice}:crius:{id}"),
+                    relative,
+                }
+            }
+        }
+    }
+
+    /// The file whose `oom_kill` line counts a cgroup's OOM kills.
+    pub fn oom_file(&self, cgroup: &ContainerCgroup) -> PathBuf {
+        match self.hierarchy {
+            Hierarchy::V1 => Path::new(CGROUP_ROOT)
+                .join("memory")
+                .join(&cgroup.relative)
+                .join("memory.oom_control"),
+            Hierarchy::V2 => Path::new(CGROUP_ROOT)
+                .join(&cgroup.relative)
+                .join("memory.events"),
+        }
+    }
+
+    /// Whether memory+swap limits can be set (v1 needs swap accounting).
+    pub fn swap_accounting(&self) -> bool {
+        match self.hierarchy {
+            Hierarchy::V1 => Path::new(CGROUP_ROOT)
+                .join("memory/memory.memsw.limit_in_bytes")
+                .exists(),
+            Hierarchy::V2 => true,
+        }
+    }
+}
+
+/// systemd's slice nesting: "a-b-c.slice" lives at
+/// "a.slice/a-b.slice/a-b-c.slice".
+fn expand_slice(slice: &str) -> PathBuf {
+    let name = slice.trim_end_matches(".slice");
+    let mut path = PathBuf::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    path
+}
+
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
@@ -84,6 +166,24 @@ mod tests {
         assert!(!(info.hierarchy == Hierarchy::V2 && info.hybrid));
         let v2_root = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         assert_eq!(info.hierarchy == Hierarchy::V2, v2_root);
+    }
+
+    #[test]
+    fn container_cgroup_paths() {
+        let mut info = CgroupInfo::detect(CgroupDriverSetting::Cgroupfs).unwrap();
+        let c = info.container("/kubepods/burstable/pod1", "abc");
+        assert_eq!(c.spec_path, "/kubepods/burstable/pod1/crius-abc");
+        assert_eq!(c.relative, Path::new("kubepods/burstable/pod1/crius-abc"));
+        assert_eq!(info.container("", "x").spec_path, "/crius/crius-x");
+        info.driver = Driver::Systemd;
+        let c = info.container("kubepods-burstable-pod1.slice", "abc");
+        assert_eq!(c.spec_path, "kubepods-burstable-pod1.slice:crius:abc");
+        assert_eq!(
+            c.relative,
+            Path::new(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/crius-abc.scope"
+            )
+        );
     }
 
     #[test]

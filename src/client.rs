@@ -33,13 +33,20 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ClientError> {
     Err(ClientError::Scheme(endpoint.to_string()))
 }
 
-/// Connects to a CRI endpoint; `timeout` bounds connecting and each call.
-pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Channel, ClientError> {
+/// Connects to a CRI endpoint; `timeout` bounds connecting, `call_timeout`
+/// each call (`None`: calls may take as long as they need, as pulls do).
+pub async fn connect(
+    endpoint: &str,
+    timeout: Duration,
+    call_timeout: Option<Duration>,
+) -> Result<Channel, ClientError> {
     let path = socket_path(endpoint)?;
     // The URI is required by tonic but unused: the connector dials the socket.
-    Endpoint::from_static("http://localhost")
-        .connect_timeout(timeout)
-        .timeout(timeout)
+    let mut builder = Endpoint::from_static("http://localhost").connect_timeout(timeout);
+    if let Some(call_timeout) = call_timeout {
+        builder = builder.timeout(call_timeout);
+    }
+    builder
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {

@@ -173,6 +173,16 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     (a, b) >= (major, minor)
 }
 
+/// A crius helper binary: beside the running criusd, else in PATH.
+pub fn helper_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .or_else(|| find_executable(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// An absolute path as is, or a name looked up in PATH.
 pub fn find_executable(binary: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

@@ -10,7 +10,7 @@ use crate::cri;
 use std::path::{Component, Path, PathBuf};
 
 /// The resolved identity (ContainerStatus.user and the OCI process user).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,

@@ -541,7 +541,7 @@ impl Plan {
 }
 
 /// 64 random hex digits, as container ids look.
-fn new_id() -> String {
+pub fn new_id() -> String {
     let mut bytes = [0u8; 32];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))

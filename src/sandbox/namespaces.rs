@@ -32,16 +32,6 @@ pub struct PinRequest<'a> {
     pub shared_pid: bool,
 }
 
-/// A crius helper binary: beside the running criusd, else in PATH.
-pub fn helper_binary(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)))
-        .filter(|p| p.is_file())
-        .or_else(|| crate::handlers::find_executable(name))
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
 /// Whether a pause process still runs (a zombie does not).
 pub fn is_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -80,7 +70,7 @@ fn same_namespace(a: &Path, b: &str) -> bool {
 
 /// Creates and pins the requested namespaces under `dir`.
 pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
-    let pinns = helper_binary("crius-pinns");
+    let pinns = crate::handlers::helper_binary("crius-pinns");
     let mut command = Command::new(&pinns);
     command.arg("--dir").arg(dir);
     let mut wanted = Vec::new();
@@ -95,7 +85,9 @@ pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
         }
     }
     if request.shared_pid {
-        command.arg("--pid-pause").arg(helper_binary("crius-pause"));
+        command
+            .arg("--pid-pause")
+            .arg(crate::handlers::helper_binary("crius-pause"));
     }
     if wanted.is_empty() && !request.shared_pid {
         return Ok(Namespaces::default());

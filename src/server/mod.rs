@@ -4,6 +4,7 @@
 //! id), its duration and result code in the log; domain errors become gRPC
 //! statuses in [`to_status`] and nowhere else.
 
+mod containers;
 mod image_service;
 mod runtime_service;
 

@@ -2,9 +2,9 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{BoxStream, CriService, STREAM_CHUNK, rpc, to_status, unimplemented};
+use super::{BoxStream, CriService, STREAM_CHUNK, containers, rpc, to_status, unimplemented};
 use crate::cri::{self, runtime_service_server::RuntimeService};
-use crate::sandbox::SandboxError;
+use crate::runtime::PodError;
 use tonic::{Request, Response, Status};
 
 #[tonic::async_trait]
@@ -47,10 +47,9 @@ impl RuntimeService for CriService {
             "RunPodSandbox",
             &name,
             self.blocking(move |rt| {
-                let handler = rt.resolve_handler(&handler)?;
-                let record = rt.sandboxes.run(config, &handler)?;
+                let record = rt.run_pod_sandbox(config, &handler)?;
                 tracing::info!(id = %record.id, name = %record.name, "pod sandbox ready");
-                Ok::<_, SandboxError>(cri::RunPodSandboxResponse {
+                Ok::<_, PodError>(cri::RunPodSandboxResponse {
                     pod_sandbox_id: record.id,
                 })
             }),
@@ -67,8 +66,7 @@ impl RuntimeService for CriService {
             "StopPodSandbox",
             &id.clone(),
             self.blocking(move |rt| {
-                rt.sandboxes
-                    .stop(&id)
+                rt.stop_pod_sandbox(&id)
                     .map(|()| cri::StopPodSandboxResponse {})
             }),
         )
@@ -84,8 +82,7 @@ impl RuntimeService for CriService {
             "RemovePodSandbox",
             &id.clone(),
             self.blocking(move |rt| {
-                rt.sandboxes
-                    .remove(&id)
+                rt.remove_pod_sandbox(&id)
                     .map(|()| cri::RemovePodSandboxResponse {})
             }),
         )
@@ -104,10 +101,25 @@ impl RuntimeService for CriService {
                 .get(&request.pod_sandbox_id)
                 .map_err(to_status)?;
             let (status, info) = record.status(request.verbose);
+            let filter = cri::ContainerFilter {
+                pod_sandbox_id: record.id.clone(),
+                ..Default::default()
+            };
+            let containers_statuses = self
+                .blocking(move |rt| {
+                    Ok::<_, PodError>(
+                        rt.containers
+                            .list(Some(&filter))
+                            .iter()
+                            .map(|c| c.status(false).0)
+                            .collect(),
+                    )
+                })
+                .await?;
             Ok(cri::PodSandboxStatusResponse {
                 status: Some(status),
                 info,
-                containers_statuses: Vec::new(),
+                containers_statuses,
                 timestamp: crate::time::now_nanos(),
             })
         })
@@ -188,72 +200,72 @@ impl RuntimeService for CriService {
 
     async fn create_container(
         &self,
-        _: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Result<Response<cri::CreateContainerResponse>, Status> {
-        unimplemented("CreateContainer").await
+        containers::create(self, request.into_inner()).await
     }
 
     async fn start_container(
         &self,
-        _: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        unimplemented("StartContainer").await
+        containers::start(self, request.into_inner().container_id).await
     }
 
     async fn stop_container(
         &self,
-        _: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
-        unimplemented("StopContainer").await
+        containers::stop(self, request.into_inner()).await
     }
 
     async fn remove_container(
         &self,
-        _: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        unimplemented("RemoveContainer").await
+        containers::remove(self, request.into_inner().container_id).await
     }
 
     async fn list_containers(
         &self,
-        _: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Result<Response<cri::ListContainersResponse>, Status> {
-        unimplemented("ListContainers").await
+        containers::list(self, request.into_inner().filter).await
     }
 
     async fn stream_containers(
         &self,
-        _: Request<cri::StreamContainersRequest>,
+        request: Request<cri::StreamContainersRequest>,
     ) -> Result<Response<Self::StreamContainersStream>, Status> {
-        unimplemented("StreamContainers").await
+        containers::stream(self, request.into_inner().filter).await
     }
 
     async fn container_status(
         &self,
-        _: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
-        unimplemented("ContainerStatus").await
+        containers::status(self, request.into_inner()).await
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
-        unimplemented("UpdateContainerResources").await
+        containers::update_resources(self, request.into_inner()).await
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
-        unimplemented("ReopenContainerLog").await
+        containers::reopen_log(self, request.into_inner().container_id).await
     }
 
     async fn exec_sync(
         &self,
-        _: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Result<Response<cri::ExecSyncResponse>, Status> {
-        unimplemented("ExecSync").await
+        containers::exec_sync(self, request.into_inner()).await
     }
 
     async fn exec(

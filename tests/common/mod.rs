@@ -92,9 +92,13 @@ impl Daemon {
     }
 
     async fn channel(&self) -> Channel {
-        client::connect(&self.endpoint(), Duration::from_secs(10))
-            .await
-            .unwrap()
+        client::connect(
+            &self.endpoint(),
+            Duration::from_secs(10),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap()
     }
 
     /// Sends `signal` and waits for the exit; returns the exit code.

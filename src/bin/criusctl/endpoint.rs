@@ -22,8 +22,9 @@ pub struct GlobalArgs {
     /// Image endpoint [default: the runtime endpoint]
     #[arg(short = 'i', long, global = true, env = "IMAGE_SERVICE_ENDPOINT")]
     pub image_endpoint: Option<String>,
-    /// Timeout for connecting and for each call, e.g. 2s, 500ms, 1m
-    #[arg(short = 't', long, global = true, value_parser = parse_duration)]
+    /// Timeout for connecting and for each call, e.g. 2s, 500ms, 1m (before
+    /// the command, as in crictl: `stop -t` is the stop's grace period)
+    #[arg(short = 't', long, value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// crictl-format client config file
     #[arg(short = 'c', long, global = true, env = "CRI_CONFIG_FILE")]
@@ -85,20 +86,39 @@ impl Settings {
     }
 
     pub async fn runtime(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+        self.runtime_with(Some(Duration::ZERO)).await
+    }
+
+    /// A runtime client whose calls may take `extra` longer than the
+    /// timeout (a stop's grace period, an exec's timeout); `None`: no limit.
+    pub async fn runtime_with(
+        &self,
+        extra: Option<Duration>,
+    ) -> anyhow::Result<RuntimeServiceClient<Channel>> {
         if self.debug {
             eprintln!("connecting to runtime endpoint {}", self.runtime_endpoint);
         }
+        let call = extra.map(|e| self.timeout + e);
         Ok(client::runtime_client(
-            client::connect(&self.runtime_endpoint, self.timeout).await?,
+            client::connect(&self.runtime_endpoint, self.timeout, call).await?,
         ))
     }
 
     pub async fn images(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
+        self.images_with(Some(Duration::ZERO)).await
+    }
+
+    /// An image client; `None` lets calls (pulls) take as long as needed.
+    pub async fn images_with(
+        &self,
+        extra: Option<Duration>,
+    ) -> anyhow::Result<ImageServiceClient<Channel>> {
         if self.debug {
             eprintln!("connecting to image endpoint {}", self.image_endpoint);
         }
+        let call = extra.map(|e| self.timeout + e);
         Ok(client::image_client(
-            client::connect(&self.image_endpoint, self.timeout).await?,
+            client::connect(&self.image_endpoint, self.timeout, call).await?,
         ))
     }
 }

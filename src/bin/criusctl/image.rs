@@ -83,7 +83,8 @@ pub async fn pull(settings: &Settings, args: PullArgs) -> anyhow::Result<()> {
         Some(path) => Some(crate::config_file::load::<cri::PodSandboxConfig>(path)?),
         None => None,
     };
-    let mut client = settings.images().await?;
+    // Pulls take as long as the image needs.
+    let mut client = settings.images_with(None).await?;
     let request = cri::PullImageRequest {
         image: Some(cri::ImageSpec {
             image: args.image.clone(),

@@ -2,6 +2,7 @@
 //! It speaks plain CRI, so it drives crius, containerd or CRI-O alike.
 
 mod config_file;
+mod container;
 mod endpoint;
 mod image;
 mod node;
@@ -51,6 +52,26 @@ enum Command {
     Pods(pod::PodsArgs),
     /// Display the status of one or more pod sandboxes
     Inspectp(pod::InspectpArgs),
+    /// Create a new container in a pod sandbox
+    Create(container::CreateArgs),
+    /// Run a new container inside a new pod sandbox
+    Run(container::RunArgs),
+    /// Start one or more created containers
+    Start(container::IdsArgs),
+    /// Stop one or more running containers
+    Stop(container::StopArgs),
+    /// Remove one or more containers
+    Rm(container::RmArgs),
+    /// List containers
+    Ps(container::PsArgs),
+    /// Display the status of one or more containers
+    Inspect(container::InspectArgs),
+    /// Fetch the logs of a container
+    Logs(container::LogsArgs),
+    /// Run a command in a running container (synchronously)
+    Exec(container::ExecArgs),
+    /// Update one or more running containers' resources
+    Update(container::UpdateArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +101,16 @@ fn main() -> ExitCode {
             Command::Rmp(args) => pod::rmp(&settings, args).await,
             Command::Pods(args) => pod::pods(&settings, args).await,
             Command::Inspectp(args) => pod::inspectp(&settings, args).await,
+            Command::Create(args) => container::create(&settings, args).await,
+            Command::Run(args) => container::run(&settings, args).await,
+            Command::Start(args) => container::start(&settings, args).await,
+            Command::Stop(args) => container::stop(&settings, args).await,
+            Command::Rm(args) => container::rm(&settings, args).await,
+            Command::Ps(args) => container::ps(&settings, args).await,
+            Command::Inspect(args) => container::inspect(&settings, args).await,
+            Command::Logs(args) => container::logs(&settings, args).await,
+            Command::Exec(args) => container::exec(&settings, args).await,
+            Command::Update(args) => container::update(&settings, args).await,
         }
     });
     match result {
@@ -133,6 +164,16 @@ mod tests {
             "rmp abc def",
             "pods --state ready --label a=b -q --name x --namespace y --id z",
             "inspectp abc",
+            "create --no-pull pod c.json p.json",
+            "run --runtime crun c.yaml p.yaml",
+            "start abc",
+            "stop -t 10 abc def",
+            "rm -f -a",
+            "ps -a -q --pod p --state exited --label a=b --name n -o json",
+            "inspect abc -o yaml",
+            "logs -f --tail 10 --timestamps abc",
+            "exec -s --timeout 5 abc ls -l /",
+            "update --memory 1000000 --cpu-share 512 abc",
         ];
         for line in lines {
             let args = [

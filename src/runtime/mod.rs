@@ -3,8 +3,13 @@
 //! (Version, Status, RuntimeConfig, UpdateRuntimeConfig). Not to be confused
 //! with OCI runtimes, which are `handlers`.
 
+mod lifecycle;
+
+pub use lifecycle::PodError;
+
 use crate::cgroups::{CgroupInfo, Driver, NoSystemd};
 use crate::config::Config;
+use crate::container::{ContainerError, Containers};
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::Handlers;
@@ -27,6 +32,7 @@ pub struct Runtime {
     pub cgroups: CgroupInfo,
     pub images: Arc<Images>,
     pub sandboxes: Sandboxes,
+    pub containers: Containers,
 }
 
 /// Why the runtime could not start.
@@ -38,6 +44,8 @@ pub enum StartError {
     Images(#[from] ImageError),
     #[error(transparent)]
     Sandboxes(#[from] SandboxError),
+    #[error(transparent)]
+    Containers(#[from] ContainerError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +83,12 @@ impl Runtime {
         };
         let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
         let sandboxes = Sandboxes::open(&config.state, store.clone())?;
+        let containers = Containers::open(
+            &config.state,
+            store.clone(),
+            images.clone(),
+            cgroups.clone(),
+        )?;
         Ok(Runtime {
             config,
             store,
@@ -82,6 +96,7 @@ impl Runtime {
             cgroups,
             images,
             sandboxes,
+            containers,
         })
     }
 

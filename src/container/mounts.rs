@@ -1,0 +1,371 @@
+//! A container's mounts: the standard kernel filesystems, the pod's files
+//! (hosts, resolv.conf, hostname, /dev/shm) and the CRI's volume mounts, in
+//! that order so that later mounts win.
+//!
+//! A volume's host path must exist (kubelet creates what it means to create);
+//! `rslave` and `rshared` propagation need the host mount to be shared (or a
+//! slave), or the propagation silently would not happen, so that is checked.
+
+use super::ContainerError;
+use crate::cri;
+use crate::sandbox::SandboxRecord;
+use oci_spec::runtime::Mount;
+use std::path::{Path, PathBuf};
+
+fn mount(destination: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(destination));
+    m.set_typ(Some(kind.to_string()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    m
+}
+
+fn bind(destination: &str, source: &Path, options: &[&str]) -> Mount {
+    let mut m = mount(destination, "bind", "", options);
+    m.set_source(Some(source.to_path_buf()));
+    m
+}
+
+/// /proc, /dev, /dev/pts, /dev/mqueue, /sys and the cgroup filesystem.
+pub fn standard(privileged: bool) -> Vec<Mount> {
+    let (sys_mode, cgroup_mode) = if privileged {
+        ("rw", "rw")
+    } else {
+        ("ro", "ro")
+    };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", cgroup_mode],
+        ),
+    ]
+}
+
+/// The pod's hostname, hosts and resolv.conf files and its /dev/shm.
+pub fn pod_files(sandbox: &SandboxRecord, readonly_rootfs: bool) -> Vec<Mount> {
+    let mode = if readonly_rootfs { "ro" } else { "rw" };
+    let mut mounts: Vec<Mount> = ["hostname", "hosts", "resolv.conf"]
+        .iter()
+        .map(|name| {
+            bind(
+                &format!("/etc/{name}"),
+                &sandbox.dir.join(name),
+                &["rbind", "rprivate", mode],
+            )
+        })
+        .collect();
+    let shm = if sandbox.namespaces.ipc.is_some() {
+        sandbox.dir.join("shm")
+    } else {
+        PathBuf::from("/dev/shm")
+    };
+    mounts.push(bind(
+        "/dev/shm",
+        &shm,
+        &["rbind", "rprivate", "nosuid", "nodev", "noexec", "rw"],
+    ));
+    mounts
+}
+
+/// What the CRI's mounts ask of the rootfs's propagation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RootPropagation {
+    Private,
+    Slave,
+    Shared,
+}
+
+/// The CRI's mounts as OCI mounts, checked against the host.
+pub fn volumes(
+    mounts: &[cri::Mount],
+    rro_supported: bool,
+) -> Result<(Vec<Mount>, RootPropagation), ContainerError> {
+    let mut out = Vec::new();
+    let mut root = RootPropagation::Private;
+    for (i, m) in mounts.iter().enumerate() {
+        let field = format!("config.mounts[{i}]");
+        let invalid = |what: String| ContainerError::Invalid(format!("{field}: {what}"));
+        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
+            return Err(ContainerError::Unsupported(format!(
+                "{field}.image: image volumes are not supported by crius yet"
+            )));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(ContainerError::Unsupported(format!(
+                "{field}: idmapped mounts need user namespaces, which crius does not support yet"
+            )));
+        }
+        if !m.container_path.starts_with('/') {
+            return Err(invalid(format!(
+                "container_path {:?} must be absolute",
+                m.container_path
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(invalid("host_path is empty".into()));
+        }
+        let host = Path::new(&m.host_path);
+        let real = host.canonicalize().map_err(|e| {
+            invalid(format!(
+                "host_path {:?} cannot be mounted: {e}",
+                m.host_path
+            ))
+        })?;
+        let propagation = cri::MountPropagation::try_from(m.propagation)
+            .map_err(|_| invalid(format!("propagation {} is unknown", m.propagation)))?;
+        let mut options = vec!["rbind".to_string()];
+        match propagation {
+            cri::MountPropagation::PropagationPrivate => options.push("rprivate".into()),
+            cri::MountPropagation::PropagationHostToContainer => {
+                require_propagation(&real, false, &field)?;
+                options.push("rslave".into());
+                root = root.max(RootPropagation::Slave);
+            }
+            cri::MountPropagation::PropagationBidirectional => {
+                require_propagation(&real, true, &field)?;
+                options.push("rshared".into());
+                root = RootPropagation::Shared;
+            }
+        }
+        if m.recursive_read_only {
+            if !m.readonly || propagation != cri::MountPropagation::PropagationPrivate {
+                return Err(invalid(
+                    "recursive_read_only needs readonly and PROPAGATION_PRIVATE".into(),
+                ));
+            }
+            if !rro_supported {
+                return Err(invalid(
+                    "recursive_read_only: this runtime handler cannot make recursive read-only mounts (see Status' handler features)".into(),
+                ));
+            }
+            options.push("rro".into());
+        } else {
+            options.push(if m.readonly { "ro" } else { "rw" }.into());
+        }
+        let mut oci = Mount::default();
+        oci.set_destination(PathBuf::from(&m.container_path));
+        oci.set_typ(Some("bind".into()));
+        oci.set_source(Some(host.to_path_buf()));
+        oci.set_options(Some(options));
+        out.push(oci);
+    }
+    Ok((out, root))
+}
+
+/// Standard mounts, then pod files, then volumes; an earlier mount whose
+/// destination a later one takes is dropped (a volume at /etc/hosts replaces
+/// the pod's file, one at /dev/shm the pod's shm).
+pub fn assemble(standard: Vec<Mount>, pod: Vec<Mount>, volumes: Vec<Mount>) -> Vec<Mount> {
+    let taken: Vec<PathBuf> = volumes.iter().map(|m| m.destination().clone()).collect();
+    let pod: Vec<Mount> = pod
+        .into_iter()
+        .filter(|m| !taken.contains(m.destination()))
+        .collect();
+    let taken: Vec<PathBuf> = taken
+        .into_iter()
+        .chain(pod.iter().map(|m| m.destination().clone()))
+        .collect();
+    standard
+        .into_iter()
+        .filter(|m| !taken.contains(m.destination()))
+        .chain(pod)
+        .chain(volumes)
+        .collect()
+}
+
+/// Checks that the host mount holding `path` propagates: shared for
+/// `rshared`, shared or slave for `rslave`.
+fn require_propagation(path: &Path, need_shared: bool, field: &str) -> Result<(), ContainerError> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Some((mount_point, shared, slave)) = containing_mount(&info, path) else {
+        return Ok(());
+    };
+    let ok = if need_shared { shared } else { shared || slave };
+    if ok {
+        return Ok(());
+    }
+    Err(ContainerError::Precondition(format!(
+        "{field}: host_path {} is on mount {} which is not a {} mount, so {} propagation cannot work (make it shared: mount --make-rshared {})",
+        path.display(),
+        mount_point.display(),
+        if need_shared {
+            "shared"
+        } else {
+            "shared or slave"
+        },
+        if need_shared {
+            "bidirectional"
+        } else {
+            "host-to-container"
+        },
+        mount_point.display()
+    )))
+}
+
+/// The mount point holding `path` and whether it is shared / a slave.
+fn containing_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool, bool)> {
+    let mut best: Option<(PathBuf, bool, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 7 {
+            continue;
+        }
+        let mount_point = PathBuf::from(unescape(fields[4]));
+        if !path.starts_with(&mount_point) {
+            continue;
+        }
+        let optional = fields[6..].iter().take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in optional {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        // Later lines are mounted over earlier ones at the same point.
+        let longer = best
+            .as_ref()
+            .is_none_or(|(b, _, _)| mount_point.as_os_str().len() >= b.as_os_str().len());
+        if longer {
+            best = Some((mount_point, shared, slave));
+        }
+    }
+    best
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 4 <= bytes.len()
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_propagation() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:5 / /data rw - tmpfs tmpfs rw
+31 22 0:6 / /mnt\\040x rw master:3 - tmpfs tmpfs rw";
+        assert_eq!(
+            containing_mount(info, Path::new("/var/lib")),
+            Some((PathBuf::from("/"), true, false))
+        );
+        assert_eq!(
+            containing_mount(info, Path::new("/data/a")),
+            Some((PathBuf::from("/data"), false, false))
+        );
+        assert_eq!(
+            containing_mount(info, Path::new("/mnt x/y")),
+            Some((PathBuf::from("/mnt x"), false, true))
+        );
+    }
+
+    fn cri_mount(json: &str) -> cri::Mount {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn volumes_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().display();
+        let (mounts, root) = volumes(
+            &[cri_mount(&format!(
+                r#"{{"container_path": "/v", "host_path": "{host}", "readonly": true}}"#
+            ))],
+            false,
+        )
+        .unwrap();
+        assert_eq!(root, RootPropagation::Private);
+        assert_eq!(
+            mounts[0].options().as_ref().unwrap(),
+            &["rbind", "rprivate", "ro"]
+        );
+        let err = |json: String| volumes(&[cri_mount(&json)], false).unwrap_err().to_string();
+        assert!(
+            err(r#"{"container_path": "/v", "host_path": "/no/such/dir"}"#.into())
+                .contains("config.mounts[0]: host_path \"/no/such/dir\"")
+        );
+        assert!(
+            err(format!(
+                r#"{{"container_path": "v", "host_path": "{host}"}}"#
+            ))
+            .contains("must be absolute")
+        );
+        assert!(
+            err(format!(
+                r#"{{"container_path": "/v", "host_path": "{host}", "readonly": true, "recursive_read_only": true}}"#
+            ))
+            .contains("cannot make recursive read-only")
+        );
+    }
+
+    #[test]
+    fn later_mounts_replace_earlier_ones() {
+        let standard = standard(false);
+        let pod = vec![
+            bind("/etc/hosts", Path::new("/a"), &[]),
+            bind("/dev/shm", Path::new("/b"), &[]),
+        ];
+        let vols = vec![bind("/etc/hosts", Path::new("/c"), &[])];
+        let all = assemble(standard, pod, vols);
+        let hosts: Vec<_> = all
+            .iter()
+            .filter(|m| m.destination() == Path::new("/etc/hosts"))
+            .collect();
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].source().as_deref(), Some(Path::new("/c")));
+        assert_eq!(all.last().unwrap().destination(), Path::new("/etc/hosts"));
+    }
+}

@@ -1,0 +1,386 @@
+//! A container's security settings from its CRI security context:
+//! capabilities, seccomp, AppArmor, SELinux, masked and read-only paths.
+//!
+//! AppArmor and SELinux are applied only where the node has them. On a node
+//! without AppArmor, `RuntimeDefault` and `Unconfined` mean the same (no
+//! profile) and a `Localhost` profile is refused, since it cannot be honoured;
+//! without SELinux, SELinux options are ignored, as the CRI allows.
+
+use super::ContainerError;
+use super::seccomp;
+use crate::cri;
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxSeccomp};
+use std::path::Path;
+
+/// Docker's and containerd's default capability set.
+pub const DEFAULT_CAPABILITIES: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Every capability Linux defines (up to CAP_CHECKPOINT_RESTORE, 40).
+const ALL_NAMES: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The runc default masked paths.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// "NET_ADMIN", "CAP_NET_ADMIN", "net_admin" → the capability.
+pub fn parse_capability(name: &str, field: &str) -> Result<Capability, ContainerError> {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        ContainerError::Invalid(format!("{field}: {name:?} is not a Linux capability"))
+    })
+}
+
+pub fn all_capabilities() -> Capabilities {
+    ALL_NAMES
+        .iter()
+        .map(|n| parse_capability(n, "").expect("known capability"))
+        .collect()
+}
+
+fn is_all(name: &str) -> bool {
+    name.eq_ignore_ascii_case("ALL")
+}
+
+/// The capability sets of a container's process. Root gets the set as
+/// bounding, permitted and effective; another user gets it as bounding only
+/// (the kernel clears the rest on exec), plus its ambient capabilities.
+pub fn capabilities(
+    sc: &cri::LinuxContainerSecurityContext,
+    uid: u32,
+) -> Result<(LinuxCapabilities, Capabilities), ContainerError> {
+    let field = "config.linux.security_context.capabilities";
+    let caps = sc.capabilities.clone().unwrap_or_default();
+    let mut set: Capabilities = if sc.privileged {
+        all_capabilities()
+    } else {
+        DEFAULT_CAPABILITIES.iter().copied().collect()
+    };
+    if !sc.privileged {
+        if caps.add_capabilities.iter().any(|c| is_all(c)) {
+            set = all_capabilities();
+        } else {
+            for name in &caps.add_capabilities {
+                set.insert(parse_capability(
+                    name,
+                    &format!("{field}.add_capabilities"),
+                )?);
+            }
+        }
+        if caps.drop_capabilities.iter().any(|c| is_all(c)) {
+            set.clear();
+            // Adds still apply after dropping ALL, as in containerd.
+            for name in caps.add_capabilities.iter().filter(|c| !is_all(c)) {
+                set.insert(parse_capability(
+                    name,
+                    &format!("{field}.add_capabilities"),
+                )?);
+            }
+        } else {
+            for name in &caps.drop_capabilities {
+                set.remove(&parse_capability(
+                    name,
+                    &format!("{field}.drop_capabilities"),
+                )?);
+            }
+        }
+    }
+    let mut ambient = Capabilities::new();
+    for name in &caps.add_ambient_capabilities {
+        let cap = parse_capability(name, &format!("{field}.add_ambient_capabilities"))?;
+        set.insert(cap);
+        ambient.insert(cap);
+    }
+    let mut oci = LinuxCapabilities::default();
+    oci.set_bounding(Some(set.clone()));
+    if uid == 0 {
+        oci.set_permitted(Some(set.clone()));
+        oci.set_effective(Some(set.clone()));
+    } else {
+        oci.set_permitted(Some(ambient.clone()));
+        oci.set_effective(Some(ambient.clone()));
+    }
+    oci.set_inheritable(Some(ambient.clone()));
+    oci.set_ambient(Some(ambient));
+    Ok((oci, set))
+}
+
+/// The seccomp filter, or `None` for unconfined.
+#[allow(deprecated)] // seccomp_profile_path is still sent by older kubelets.
+pub fn seccomp(
+    sc: &cri::LinuxContainerSecurityContext,
+    caps: &Capabilities,
+) -> Result<Option<LinuxSeccomp>, ContainerError> {
+    use cri::security_profile::ProfileType;
+    if sc.privileged {
+        return Ok(None);
+    }
+    let field = "config.linux.security_context.seccomp";
+    let (kind, localhost) = match &sc.seccomp {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).map_err(|_| {
+                ContainerError::Invalid(format!(
+                    "{field}.profile_type {} is unknown",
+                    p.profile_type
+                ))
+            })?,
+            p.localhost_ref.clone(),
+        ),
+        // The deprecated string form; empty means unconfined.
+        None => match sc.seccomp_profile_path.as_str() {
+            "" | "unconfined" => (ProfileType::Unconfined, String::new()),
+            "runtime/default" | "docker/default" => (ProfileType::RuntimeDefault, String::new()),
+            path => match path.strip_prefix("localhost/") {
+                Some(p) => (ProfileType::Localhost, p.to_string()),
+                None => {
+                    return Err(ContainerError::Invalid(format!(
+                        "config.linux.security_context.seccomp_profile_path {path:?} is not runtime/default, unconfined or localhost/<path>"
+                    )));
+                }
+            },
+        },
+    };
+    match kind {
+        ProfileType::Unconfined => Ok(None),
+        ProfileType::RuntimeDefault => Ok(Some(seccomp::default_profile(caps))),
+        ProfileType::Localhost => {
+            let path = Path::new(&localhost);
+            if !path.is_absolute() {
+                return Err(ContainerError::Invalid(format!(
+                    "{field}.localhost_ref {localhost:?} must be an absolute path"
+                )));
+            }
+            let bytes = std::fs::read(path).map_err(|e| {
+                ContainerError::Invalid(format!("{field}.localhost_ref {localhost:?}: {e}"))
+            })?;
+            serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                ContainerError::Invalid(format!(
+                    "{field}.localhost_ref {localhost:?} is not an OCI seccomp profile: {e}"
+                ))
+            })
+        }
+    }
+}
+
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y")
+}
+
+/// The AppArmor profile to apply, if any.
+#[allow(deprecated)] // apparmor_profile is still sent by older kubelets.
+pub fn apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<Option<String>, ContainerError> {
+    use cri::security_profile::ProfileType;
+    let (kind, name) = match &sc.apparmor {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
+            p.localhost_ref.clone(),
+        ),
+        None => match sc.apparmor_profile.as_str() {
+            "" | "runtime/default" => (ProfileType::RuntimeDefault, String::new()),
+            "unconfined" => (ProfileType::Unconfined, String::new()),
+            p => (
+                ProfileType::Localhost,
+                p.strip_prefix("localhost/").unwrap_or(p).to_string(),
+            ),
+        },
+    };
+    if kind != ProfileType::Localhost || sc.privileged {
+        // crius ships no AppArmor profile: its default is the node's.
+        return Ok(None);
+    }
+    if !apparmor_enabled() {
+        return Err(ContainerError::Precondition(format!(
+            "config.linux.security_context.apparmor: profile {name:?} asked for, but AppArmor is not enabled on this node"
+        )));
+    }
+    Ok(Some(name))
+}
+
+fn selinux_enabled() -> bool {
+    Path::new("/sys/fs/selinux/enforce").exists()
+}
+
+/// The SELinux process label, where the node has SELinux.
+pub fn selinux_label(sc: &cri::LinuxContainerSecurityContext) -> Option<String> {
+    let o = sc.selinux_options.as_ref()?;
+    if !selinux_enabled() || (o.user.is_empty() && o.role.is_empty() && o.r#type.is_empty()) {
+        return None;
+    }
+    let mut label = format!("{}:{}:{}", o.user, o.role, o.r#type);
+    if !o.level.is_empty() {
+        label.push(':');
+        label.push_str(&o.level);
+    }
+    Some(label)
+}
+
+/// Masked and read-only paths: the CRI's lists, or the defaults when it
+/// sends none; nothing for privileged containers.
+pub fn masked_and_readonly(sc: &cri::LinuxContainerSecurityContext) -> (Vec<String>, Vec<String>) {
+    if sc.privileged {
+        return (Vec::new(), Vec::new());
+    }
+    let pick = |given: &[String], default: &[&str]| {
+        if given.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            given.to_vec()
+        }
+    };
+    (
+        pick(&sc.masked_paths, DEFAULT_MASKED_PATHS),
+        pick(&sc.readonly_paths, DEFAULT_READONLY_PATHS),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sc(json: &str) -> cri::LinuxContainerSecurityContext {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn capability_sets() {
+        let (oci, set) = capabilities(&sc("{}"), 0).unwrap();
+        assert_eq!(set.len(), DEFAULT_CAPABILITIES.len());
+        assert_eq!(oci.effective().as_ref().unwrap().len(), set.len());
+        let (_, set) = capabilities(
+            &sc(r#"{"capabilities": {"add_capabilities": ["NET_ADMIN"], "drop_capabilities": ["CAP_CHOWN"]}}"#),
+            0,
+        )
+        .unwrap();
+        assert!(set.contains(&Capability::NetAdmin) && !set.contains(&Capability::Chown));
+        let (_, set) = capabilities(
+            &sc(r#"{"capabilities": {"add_capabilities": ["SYS_TIME"], "drop_capabilities": ["ALL"]}}"#),
+            0,
+        )
+        .unwrap();
+        assert_eq!(set, [Capability::SysTime].into_iter().collect());
+        let (_, set) = capabilities(&sc(r#"{"privileged": true}"#), 0).unwrap();
+        assert_eq!(set.len(), ALL_NAMES.len());
+        let (oci, _) = capabilities(&sc("{}"), 1000).unwrap();
+        assert!(oci.effective().as_ref().unwrap().is_empty());
+        let err =
+            capabilities(&sc(r#"{"capabilities": {"add_capabilities": ["FLY"]}}"#), 0).unwrap_err();
+        assert!(err.to_string().contains("add_capabilities: \"FLY\""));
+    }
+
+    #[test]
+    fn seccomp_choices() {
+        let caps = Capabilities::new();
+        assert!(seccomp(&sc("{}"), &caps).unwrap().is_none());
+        assert!(
+            seccomp(&sc(r#"{"seccomp": {"profile_type": 0}}"#), &caps)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            seccomp(&sc(r#"{"seccomp_profile_path": "runtime/default"}"#), &caps)
+                .unwrap()
+                .is_some()
+        );
+        let err = seccomp(
+            &sc(r#"{"seccomp": {"profile_type": 2, "localhost_ref": "/no/such.json"}}"#),
+            &caps,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/no/such.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.json");
+        std::fs::write(&file, r#"{"defaultAction": "SCMP_ACT_LOG"}"#).unwrap();
+        let json = format!(
+            r#"{{"seccomp": {{"profile_type": 2, "localhost_ref": "{}"}}}}"#,
+            file.display()
+        );
+        assert!(seccomp(&sc(&json), &caps).unwrap().is_some());
+    }
+
+    #[test]
+    fn default_paths_unless_given_or_privileged() {
+        let (masked, ro) = masked_and_readonly(&sc("{}"));
+        assert!(masked.contains(&"/proc/kcore".to_string()));
+        assert!(ro.contains(&"/proc/sys".to_string()));
+        let (masked, _) = masked_and_readonly(&sc(r#"{"masked_paths": ["/x"]}"#));
+        assert_eq!(masked, ["/x"]);
+        let (masked, ro) = masked_and_readonly(&sc(r#"{"privileged": true}"#));
+        assert!(masked.is_empty() && ro.is_empty());
+    }
+}

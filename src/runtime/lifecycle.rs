@@ -1,0 +1,100 @@
+//! kubelet calls that span domains: a pod's containers stop and go with
+//! their sandbox, and a container is made from a sandbox, an image and a
+//! runtime handler.
+
+use super::Runtime;
+use crate::container::{ContainerError, ContainerRecord, CreateRequest};
+use crate::cri;
+use crate::error::{Classify, ErrorKind};
+use crate::sandbox::{SandboxError, SandboxRecord, SandboxState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+impl Classify for PodError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PodError::Sandbox(e) => e.kind(),
+            PodError::Container(e) => e.kind(),
+        }
+    }
+}
+
+impl Runtime {
+    /// RunPodSandbox with the handler's name resolved.
+    pub fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        handler: &str,
+    ) -> Result<SandboxRecord, PodError> {
+        let handler = self.resolve_handler(handler)?;
+        Ok(self.sandboxes.run(config, &handler)?)
+    }
+
+    /// StopPodSandbox: its containers are killed, then the sandbox stops.
+    /// kubelet has already stopped them gracefully; what still runs is
+    /// killed. Unknown ids succeed.
+    pub fn stop_pod_sandbox(&self, id: &str) -> Result<(), PodError> {
+        let sandbox = match self.sandboxes.get(id) {
+            Ok(s) => s,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for container in self.containers.in_sandbox(&sandbox.id) {
+            self.containers.stop(&container, 0)?;
+        }
+        Ok(self.sandboxes.stop(&sandbox.id)?)
+    }
+
+    /// RemovePodSandbox: its containers are removed, then the sandbox.
+    pub fn remove_pod_sandbox(&self, id: &str) -> Result<(), PodError> {
+        let sandbox = match self.sandboxes.get(id) {
+            Ok(s) => s,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for container in self.containers.in_sandbox(&sandbox.id) {
+            self.containers.remove(&container)?;
+        }
+        Ok(self.sandboxes.remove(&sandbox.id)?)
+    }
+
+    /// CreateContainer in a ready sandbox, with the sandbox's handler.
+    pub fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<ContainerRecord, PodError> {
+        let sandbox = self.sandboxes.get(sandbox_id)?;
+        if sandbox.state != SandboxState::Ready {
+            return Err(ContainerError::Precondition(format!(
+                "pod sandbox {} is not ready",
+                sandbox.id
+            ))
+            .into());
+        }
+        let handler = self.handlers.get(&sandbox.runtime_handler).ok_or_else(|| {
+            SandboxError::Invalid(format!(
+                "runtime handler {:?} of pod sandbox {} is no longer configured",
+                sandbox.runtime_handler, sandbox.id
+            ))
+        })?;
+        if let Some(problem) = &handler.problem {
+            return Err(ContainerError::Precondition(format!(
+                "runtime handler {:?}: {problem}",
+                handler.name
+            ))
+            .into());
+        }
+        Ok(self.containers.create(CreateRequest {
+            sandbox: &sandbox,
+            config,
+            handler: &handler,
+        })?)
+    }
+}
