@@ -142,7 +142,27 @@ fn probe_one(name: &str, config: &HandlerConfig) -> HandlerInfo {
         Err(e) => info.problem = Some(format!("cannot run {}: {e}", path.display())),
     }
     info.features.recursive_read_only_mounts = kernel_at_least(5, 12) && supports_rro(&path);
+    if info.problem.is_none() {
+        info.problem = cgroup_conflict(&path);
+    }
     info
+}
+
+/// crun (1.8 at least) refuses to create containers on a hybrid cgroup
+/// layout whose cgroup2 tree has controllers bound to it ("cgroups in hybrid
+/// mode not supported"), so on such a node it cannot run containers.
+fn cgroup_conflict(runtime: &Path) -> Option<String> {
+    let is_crun = runtime
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("crun"));
+    let controllers =
+        std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+    (is_crun && !controllers.trim().is_empty()).then(|| {
+        format!(
+            "crun cannot manage cgroups on this hybrid cgroup layout: the cgroup2 tree at /sys/fs/cgroup/unified has controllers ({}) bound to it",
+            controllers.trim()
+        )
+    })
 }
 
 /// `<runtime> features` (OCI runtime features document) lists "rro" in

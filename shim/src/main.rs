@@ -16,7 +16,7 @@ mod supervise;
 mod sys;
 
 use crius_shim::protocol::{
-    CONFIG_FILE, CONSOLE_SOCKET, INIT_PID_FILE, Ready, SHIM_LOG, SHIM_PID_FILE, ShimConfig,
+    CONFIG_FILE, INIT_PID_FILE, Ready, SHIM_LOG, SHIM_PID_FILE, ShimConfig,
 };
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -78,6 +78,22 @@ fn main() -> ExitCode {
         Ok(created) => created,
         Err(error) => return report(&Ready::Failed { error }),
     };
+    // Everything that can fail happens before criusd hears "created".
+    let runtime = config.runtime.clone();
+    let (root, id) = (config.runtime_root.clone(), config.id.clone());
+    let supervisor = match supervise::Supervisor::new(&dir, config, init_pid, io, signals) {
+        Ok(supervisor) => supervisor,
+        Err(e) => {
+            let _ = Command::new(runtime)
+                .arg("--root")
+                .arg(root)
+                .args(["delete", "--force", &id])
+                .output();
+            return report(&Ready::Failed {
+                error: format!("shim set-up: {e}"),
+            });
+        }
+    };
     report(&Ready::Created {
         pid: init_pid,
         shim_pid,
@@ -86,13 +102,7 @@ fn main() -> ExitCode {
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = sys::dup_onto(null.as_raw_fd(), 1);
     }
-    match supervise::Supervisor::new(&dir, config, init_pid, io, signals) {
-        Ok(supervisor) => supervisor.run(),
-        Err(e) => {
-            eprintln!("crius-shim: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
+    supervisor.run();
     ExitCode::SUCCESS
 }
 
@@ -147,7 +157,7 @@ fn create(dir: &Path, config: &ShimConfig) -> Result<(i32, ContainerIo), String>
         .arg("--pid-file")
         .arg(&pid_file);
     let console = if config.tty {
-        let path = dir.join(CONSOLE_SOCKET);
+        let path = config.console_socket.clone();
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         command.arg("--console-socket").arg(&path);
@@ -206,7 +216,7 @@ fn create(dir: &Path, config: &ShimConfig) -> Result<(i32, ContainerIo), String>
             let (conn, _) = listener
                 .accept()
                 .map_err(|e| io_err("the runtime sent no terminal", e))?;
-            let _ = std::fs::remove_file(dir.join(CONSOLE_SOCKET));
+            let _ = std::fs::remove_file(&config.console_socket);
             let master = sys::recv_fd(conn.as_raw_fd()).map_err(|e| io_err("terminal", e))?;
             ContainerIo::Terminal { master }
         }

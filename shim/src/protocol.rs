@@ -12,7 +12,8 @@
 //! - `init.pid`: the container's init PID (written by the runtime).
 //! - `exit.json`: [`ExitRecord`], written atomically once the container's
 //!   init has exited and its output is drained. Its presence means "exited".
-//! - `control.sock`: line commands, see [`Command`].
+//! - the control socket (`ShimConfig::control_socket`, outside the dir: Unix
+//!   socket paths are limited to 107 bytes): line commands, see [`Command`].
 //! - `shim.log`: the shim's own diagnostics.
 
 use serde::{Deserialize, Serialize};
@@ -23,8 +24,6 @@ pub const CONFIG_FILE: &str = "shim.json";
 pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const INIT_PID_FILE: &str = "init.pid";
 pub const EXIT_FILE: &str = "exit.json";
-pub const CONTROL_SOCKET: &str = "control.sock";
-pub const CONSOLE_SOCKET: &str = "console.sock";
 pub const SHIM_LOG: &str = "shim.log";
 
 /// What the shim runs and how.
@@ -48,7 +47,14 @@ pub struct ShimConfig {
     /// The cgroup file whose `oom_kill N` line counts OOM kills
     /// (`memory.oom_control` on v1, `memory.events` on v2).
     pub oom_file: Option<PathBuf>,
+    /// Where the shim listens for commands.
+    pub control_socket: PathBuf,
+    /// Where the runtime hands over a terminal (`tty` only).
+    pub console_socket: PathBuf,
 }
+
+/// Longest Unix socket path (sun_path holds 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// The one line the shim prints when `create` is done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,7 @@
 use crate::ContainerIo;
 use crate::sys;
 use crius_shim::cri_log::{CriLog, Stream};
-use crius_shim::protocol::{
-    CONTROL_SOCKET, Command, EXIT_FILE, ExitRecord, ShimConfig, oom_kills, write_atomic,
-};
+use crius_shim::protocol::{Command, EXIT_FILE, ExitRecord, ShimConfig, oom_kills, write_atomic};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -59,9 +57,9 @@ impl Supervisor {
         for (fd, _) in &outputs {
             sys::set_nonblocking(fd.as_raw_fd())?;
         }
-        let path = dir.join(CONTROL_SOCKET);
-        let _ = std::fs::remove_file(&path);
-        let control = UnixListener::bind(&path)?;
+        let path = &config.control_socket;
+        let _ = std::fs::remove_file(path);
+        let control = UnixListener::bind(path)?;
         control.set_nonblocking(true)?;
         Ok(Supervisor {
             dir: dir.to_path_buf(),
@@ -94,19 +92,19 @@ impl Supervisor {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            let ready = |i: usize| fds[i].revents != 0;
-            if ready(0) {
+            // Readiness by position, taken before any handler changes the
+            // lists (an accept adds a client that was not polled).
+            let ready: Vec<bool> = fds.iter().map(|f| f.revents != 0).collect();
+            let outputs_ready = &ready[2..2 + self.outputs.len()];
+            let clients_ready = &ready[2 + self.outputs.len()..];
+            self.read_outputs(outputs_ready);
+            self.serve_clients(clients_ready);
+            if ready[0] {
                 self.reap();
             }
-            if ready(1) {
+            if ready[1] {
                 self.accept();
             }
-            let outputs_ready: Vec<bool> = (0..self.outputs.len()).map(|i| ready(2 + i)).collect();
-            let clients_ready: Vec<bool> = (0..self.clients.len())
-                .map(|i| ready(2 + outputs_ready.len() + i))
-                .collect();
-            self.read_outputs(&outputs_ready);
-            self.serve_clients(&clients_ready);
             if let Some((_, _, at)) = &self.exited
                 && (self.outputs.is_empty() || at.elapsed() >= DRAIN)
             {
@@ -233,7 +231,7 @@ impl Supervisor {
         if let Err(e) = write_atomic(&self.dir.join(EXIT_FILE), &bytes) {
             eprintln!("crius-shim: writing {EXIT_FILE}: {e}");
         }
-        let _ = std::fs::remove_file(self.dir.join(CONTROL_SOCKET));
+        let _ = std::fs::remove_file(&self.config.control_socket);
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Containers {
     cgroups: CgroupInfo,
     root: PathBuf,
     runtime_state: PathBuf,
+    /// The shims' sockets (`<state>/sockets`: short paths).
+    socket_dir: PathBuf,
     /// The lowest oom_score_adj this daemon may give a process.
     oom_score_adj_floor: i64,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
@@ -130,6 +132,7 @@ impl Containers {
             cgroups,
             root,
             runtime_state: state.join("oci"),
+            socket_dir: state.join("sockets"),
             oom_score_adj_floor: oom_score_adj_floor(),
             records: RwLock::new(records),
             names: Mutex::new(names),
@@ -281,6 +284,14 @@ impl Containers {
             std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
         }
         std::fs::create_dir_all(&runtime.root).map_err(|e| io("runtime root", e))?;
+        std::fs::create_dir_all(&self.socket_dir).map_err(|e| io("socket dir", e))?;
+        let (control_socket, console_socket) = shim::sockets(&self.socket_dir, id);
+        if control_socket.as_os_str().len() > crius_shim::protocol::MAX_SOCKET_PATH {
+            return Err(ContainerError::Precondition(format!(
+                "state dir {} is too long for Unix socket paths under it",
+                self.socket_dir.display()
+            )));
+        }
         let started = shim::spawn(
             dir,
             &ShimConfig {
@@ -294,6 +305,8 @@ impl Containers {
                 stdin: config.stdin,
                 stdin_once: config.stdin_once,
                 oom_file: Some(self.cgroups.oom_file(&cgroup)),
+                control_socket,
+                console_socket,
             },
         )
         .map_err(|reason| ContainerError::Runtime {
@@ -502,6 +515,10 @@ impl Containers {
                 reason,
             })?;
         self.images.remove_rootfs(id)?;
+        // A shim that was killed leaves its sockets.
+        let (control, console) = shim::sockets(&self.socket_dir, id);
+        let _ = std::fs::remove_file(control);
+        let _ = std::fs::remove_file(console);
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| ContainerError::Runtime {
                 id: id.to_string(),

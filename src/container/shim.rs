@@ -1,7 +1,7 @@
 //! criusd's side of the shim protocol (`crius_shim::protocol`): starting a
 //! shim, asking it to reopen the log, telling whether it still runs.
 
-use crius_shim::protocol::{CONFIG_FILE, CONTROL_SOCKET, Command, Ready, ShimConfig};
+use crius_shim::protocol::{CONFIG_FILE, Command, Ready, ShimConfig};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -47,9 +47,23 @@ pub fn spawn(dir: &Path, config: &ShimConfig) -> Result<Started, String> {
     }
 }
 
+/// The shim's sockets: in `socket_dir` (short, as socket paths must be),
+/// named by the first half of the container id.
+pub fn sockets(socket_dir: &Path, id: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let short = &id[..id.len().min(32)];
+    (
+        socket_dir.join(format!("{short}.control")),
+        socket_dir.join(format!("{short}.console")),
+    )
+}
+
 /// Asks the shim to reopen the container's log file.
 pub fn reopen_log(dir: &Path) -> Result<(), String> {
-    let path = dir.join(CONTROL_SOCKET);
+    let config: ShimConfig = std::fs::read(dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| format!("{} is unreadable", dir.join(CONFIG_FILE).display()))?;
+    let path = config.control_socket;
     let mut stream =
         UnixStream::connect(&path).map_err(|e| format!("shim socket {}: {e}", path.display()))?;
     let timeout = Some(Duration::from_secs(10));

@@ -236,7 +236,13 @@ impl Runtime {
     /// default), or a clear error.
     pub fn resolve_handler(&self, name: &str) -> Result<String, SandboxError> {
         match self.handlers.get(name) {
-            Some(info) => Ok(info.name),
+            Some(info) => match &info.problem {
+                None => Ok(info.name),
+                Some(problem) => Err(SandboxError::Unavailable(format!(
+                    "runtime handler {:?} cannot run containers on this node: {problem}",
+                    info.name
+                ))),
+            },
             None => {
                 let known: Vec<&String> = self.config.runtime.handlers.keys().collect();
                 Err(SandboxError::Invalid(format!(

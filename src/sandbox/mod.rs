@@ -31,6 +31,9 @@ pub enum SandboxError {
     Invalid(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Something the sandbox needs cannot be used on this node.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("pod sandbox {name:?} already exists as {id}")]
     Exists { name: String, id: String },
     #[error("pod sandbox {0:?} not found")]
@@ -50,6 +53,7 @@ impl Classify for SandboxError {
         match self {
             SandboxError::Invalid(_) | SandboxError::Ambiguous(_) => ErrorKind::InvalidArgument,
             SandboxError::Unsupported(_) => ErrorKind::Unimplemented,
+            SandboxError::Unavailable(_) => ErrorKind::FailedPrecondition,
             SandboxError::Exists { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound(_) => ErrorKind::NotFound,
             SandboxError::Create { .. } | SandboxError::Io { .. } => ErrorKind::Internal,

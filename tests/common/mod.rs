@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pods;
+
 use crius::client;
 use crius::cri::image_service_client::ImageServiceClient;
 use crius::cri::runtime_service_client::RuntimeServiceClient;
@@ -162,9 +164,25 @@ impl Drop for CleanupGuard {
     }
 }
 
-/// Kills the pause processes of sandboxes under `dir` and lazily unmounts
-/// everything mounted below it (pinned namespaces, shm, rootfs overlays).
+/// Kills the containers (through their runtime) and pause processes of
+/// sandboxes under `dir` and lazily unmounts everything mounted below it
+/// (pinned namespaces, shm, rootfs overlays).
 pub fn cleanup_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir.join("state/containers")) {
+        for entry in entries.flatten() {
+            let config: Option<crius_shim::protocol::ShimConfig> =
+                std::fs::read(entry.path().join("shim.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(c) = config {
+                let _ = Command::new(&c.runtime)
+                    .arg("--root")
+                    .arg(&c.runtime_root)
+                    .args(["delete", "--force", &c.id])
+                    .output();
+            }
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(dir.join("state/sandboxes")) {
         for entry in entries.flatten() {
             let pid = std::fs::read_to_string(entry.path().join("pause.pid"))
@@ -192,6 +210,18 @@ pub fn cleanup_dir(dir: &Path) {
     targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
     for target in targets {
         let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    }
+    // The pod cgroups the tests name after their dir (pods::Pod), empty
+    // once the runtime deleted the containers' own.
+    let name = dir.file_name().unwrap_or_default();
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let parent = hierarchy.path().join("crius-test");
+        let _ = std::fs::remove_dir(parent.join(name));
+        let _ = std::fs::remove_dir(parent);
     }
 }
 
