@@ -95,6 +95,21 @@ pub fn all(busybox: &[u8], applets: &[String]) -> Vec<TestImage> {
         oci(&[&base], Compression::Gzip, &base_run()),
     );
 
+    // containerd's sandbox image for the benchmarks (crius needs none).
+    add(
+        "crius-test/pause",
+        "pause for containerd's sandboxes in benchmarks: busybox sleep",
+        oci(
+            &[&base],
+            Compression::Gzip,
+            &RunConfig {
+                env: vec![PATH_ENV.into()],
+                entrypoint: Some(vec!["/bin/sleep", "2147483647"]),
+                ..Default::default()
+            },
+        ),
+    );
+
     // Three layers: busybox plus files, then special entries, then deletions.
     let mut lower = busybox_layer(busybox, applets);
     lower

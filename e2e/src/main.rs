@@ -2,6 +2,7 @@
 //! busybox and pushes them to a registry over HTTP, then writes a JSON summary
 //! (references and digests) that the tests read.
 
+mod bench;
 mod big;
 mod catalog;
 mod image;
@@ -50,6 +51,28 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         layer_mb: usize,
     },
+    /// Pod start latency, concurrent starts and per-pod memory of a CRI runtime
+    BenchPods {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long, default_value_t = 50)]
+        concurrent: usize,
+        /// PID of the runtime's daemon (its RSS is reported)
+        #[arg(long)]
+        daemon_pid: u32,
+        /// Name of the runtime's shim binary
+        #[arg(long)]
+        shim: String,
+        /// Prefix of the printed figures
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
     /// Unpack one gzip layer blob with crius's unpacker (for the benchmark)
     Unpack {
         #[arg(long)]
@@ -88,6 +111,28 @@ async fn main() -> anyhow::Result<()> {
                 layers * layer_mb
             );
             Ok(())
+        }
+        Command::BenchPods {
+            endpoint,
+            image,
+            runs,
+            concurrent,
+            daemon_pid,
+            shim,
+            label,
+            log_dir,
+        } => {
+            bench::run(bench::Options {
+                endpoint,
+                image,
+                runs,
+                concurrent,
+                daemon_pid,
+                shim,
+                label,
+                log_dir,
+            })
+            .await
         }
         Command::Unpack { blob, dest } => {
             let started = std::time::Instant::now();
