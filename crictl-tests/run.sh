@@ -12,7 +12,10 @@ work=$(mktemp -d /tmp/crius-crictl.XXXXXX)
     --state "$work/state" --log-level "info,crius=debug" >"$work/criusd.log" 2>&1 </dev/null &
 daemon=$!
 cleanup() {
+    # Pods a failed scenario left go first: their containers outlive criusd.
+    "$bin/criusctl" -r "unix://$work/crius.sock" rmp -f -a >/dev/null 2>&1 || true
     kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT

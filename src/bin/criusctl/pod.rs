@@ -24,6 +24,10 @@ pub struct IdsArgs {
     /// All pod sandboxes
     #[arg(short, long)]
     all: bool,
+    /// rmp: remove even if running (crius always stops a removed pod's
+    /// containers; accepted for crictl compatibility)
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -115,6 +119,14 @@ pub async fn stopp(settings: &Settings, args: IdsArgs) -> anyhow::Result<()> {
 pub async fn rmp(settings: &Settings, args: IdsArgs) -> anyhow::Result<()> {
     let mut client = settings.runtime().await?;
     for id in targets(settings, &args).await? {
+        if args.force {
+            client
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await
+                .with_context(|| format!("stopping pod sandbox {id}"))?;
+        }
         client
             .remove_pod_sandbox(cri::RemovePodSandboxRequest {
                 pod_sandbox_id: id.clone(),
