@@ -241,6 +241,16 @@ async fn users_capabilities_and_read_only_rootfs() {
         .linux
         .unwrap();
     assert_eq!((user.uid, user.gid), (1000, 1000));
+    // Strict: only the CRI's groups, not the image's /etc/group memberships.
+    let strict = pod
+        .run(
+            "strict",
+            json!({"image": {"image": image("user-name")}, "command": ["sleep", "60"],
+                   "linux": {"security_context": {"supplemental_groups": [3000], "supplemental_groups_policy": 1}}}),
+        )
+        .await;
+    let (_, out, _) = pod.exec(&strict, &["id", "-G"]).await;
+    assert_eq!(out.trim(), "1000 3000");
 
     // run_as_user and read-only rootfs; capabilities dropped and added.
     let locked = pod

@@ -206,6 +206,12 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     let sc = linux_config.security_context.clone().unwrap_or_default();
     let requested = linux_config.resources.clone().unwrap_or_default();
 
+    if !config.cdi_devices.is_empty() {
+        return Err(ContainerError::Unsupported(
+            "config.CDI_devices: CDI devices are not supported by crius yet (no CDI spec registry)"
+                .into(),
+        ));
+    }
     let args = process_args(config, input.image);
     if args.is_empty() {
         return Err(ContainerError::Invalid(format!(

@@ -197,9 +197,10 @@ impl Runtime {
             }),
             info,
             runtime_handlers,
-            // Truthful until the runtime issue implements them.
+            // Supplemental groups policies are applied (container::user);
+            // user namespaces are not implemented yet.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
             }),
         })
