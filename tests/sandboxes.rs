@@ -219,7 +219,8 @@ async fn names_are_unique_and_lists_filter() {
         "names the existing sandbox: {}",
         err.message()
     );
-    let a1 = run(&daemon, pod("a", 1), "crun").await.unwrap();
+    // A handler named explicitly (crun cannot run on every node; runc can).
+    let a1 = run(&daemon, pod("a", 1), "runc").await.unwrap();
     let b = run(&daemon, pod("b", 0), "").await.unwrap();
     daemon
         .runtime()
@@ -275,7 +276,7 @@ async fn names_are_unique_and_lists_filter() {
     );
     assert_eq!(
         status(&daemon, &a1).await.unwrap().0.runtime_handler,
-        "crun"
+        "runc"
     );
     // Status accepts a unique id prefix.
     assert_eq!(status(&daemon, &b[..10]).await.unwrap().0.id, b);

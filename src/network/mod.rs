@@ -4,7 +4,9 @@
 //! use crius's built-in bridge network (not implemented yet, so `Status`
 //! reports NetworkReady=false with the reason).
 
+pub mod cni;
 pub mod cni_config;
+pub mod pod;
 
 use crate::config::NetworkSection;
 use serde::Serialize;

@@ -6,6 +6,7 @@ use super::Runtime;
 use crate::container::{ContainerError, ContainerRecord, CreateRequest};
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
+use crate::network::pod::NetworkPlan;
 use crate::sandbox::{SandboxError, SandboxRecord, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,37 @@ impl Runtime {
         handler: &str,
     ) -> Result<SandboxRecord, PodError> {
         let handler = self.resolve_handler(handler)?;
-        Ok(self.sandboxes.run(config, &handler)?)
+        let network = self.network_plan(&config);
+        Ok(self.sandboxes.run(config, &handler, network)?)
+    }
+
+    /// The CNI network a new pod joins: the first valid config list, read
+    /// now (so a config dropped in later is used at once). None for
+    /// host-network pods, and while no network is configured (the pod then
+    /// has only `lo`; Status says NetworkReady=false).
+    fn network_plan(&self, config: &cri::PodSandboxConfig) -> Option<NetworkPlan> {
+        let mode = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .map(|n| n.network)
+            .unwrap_or_default();
+        if mode == cri::NamespaceMode::Node as i32 {
+            return None;
+        }
+        match crate::network::cni_config::load_first(&self.config.network.cni_conf_dir) {
+            Ok(Some(list)) => Some(NetworkPlan {
+                list,
+                bin_dirs: self.config.network.cni_bin_dirs.clone(),
+                pod_cidrs: self.pod_cidrs().unwrap_or_default(),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "no CNI network for the pod");
+                None
+            }
+        }
     }
 
     /// StopPodSandbox: its containers are killed, then the sandbox stops.

@@ -18,6 +18,7 @@ pub mod namespaces;
 
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
+use crate::network::pod::{NetworkPlan, PodNetwork};
 use crate::store::{Store, StoreError, Table};
 use namespaces::{Namespaces, PinRequest};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub enum SandboxError {
     Create { name: String, reason: String },
     #[error("pod sandbox {id}: {reason}")]
     Io { id: String, reason: String },
+    #[error("pod sandbox {id}: network teardown: {reason}")]
+    Network { id: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,7 +59,9 @@ impl Classify for SandboxError {
             SandboxError::Unavailable(_) => ErrorKind::FailedPrecondition,
             SandboxError::Exists { .. } => ErrorKind::AlreadyExists,
             SandboxError::NotFound(_) => ErrorKind::NotFound,
-            SandboxError::Create { .. } | SandboxError::Io { .. } => ErrorKind::Internal,
+            SandboxError::Create { .. }
+            | SandboxError::Io { .. }
+            | SandboxError::Network { .. } => ErrorKind::Internal,
             SandboxError::Store(e) => e.kind(),
         }
     }
@@ -82,6 +87,10 @@ pub struct SandboxRecord {
     pub hostname: String,
     pub namespaces: Namespaces,
     pub dir: PathBuf,
+    /// The pod's CNI attachment; `None` for host-network pods and pods
+    /// made while no network was configured.
+    #[serde(default)]
+    pub network: Option<PodNetwork>,
 }
 
 impl SandboxRecord {
@@ -119,6 +128,24 @@ impl SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// The pod's IPs: the primary, then the others.
+    fn network_status(&self) -> cri::PodSandboxNetworkStatus {
+        let ips = self
+            .network
+            .as_ref()
+            .filter(|n| !n.detached)
+            .map(|n| n.ips.clone())
+            .unwrap_or_default();
+        cri::PodSandboxNetworkStatus {
+            ip: ips.first().cloned().unwrap_or_default(),
+            additional_ips: ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        }
+    }
+
     /// PodSandboxStatus, with `info` (JSON) when verbose.
     pub fn status(&self, verbose: bool) -> (cri::PodSandboxStatus, HashMap<String, String>) {
         let status = cri::PodSandboxStatus {
@@ -126,8 +153,7 @@ impl SandboxRecord {
             metadata: Some(self.metadata()),
             state: self.cri_state() as i32,
             created_at: self.created_at,
-            // Pod IPs arrive with the networking issue.
-            network: Some(cri::PodSandboxNetworkStatus::default()),
+            network: Some(self.network_status()),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace {
                     options: Some(self.namespace_options()),
@@ -143,6 +169,7 @@ impl SandboxRecord {
                 "dir": self.dir,
                 "hostname": self.hostname,
                 "namespaces": self.namespaces,
+                "network": self.network,
                 "name": self.name,
                 "config": self.config,
             });
@@ -190,6 +217,7 @@ impl Sandboxes {
         &self,
         config: cri::PodSandboxConfig,
         handler: &str,
+        network: Option<NetworkPlan>,
     ) -> Result<SandboxRecord, SandboxError> {
         let plan = Plan::of(&config)?;
         let id = new_id();
@@ -204,7 +232,7 @@ impl Sandboxes {
             names.insert(plan.name.clone(), id.clone());
         }
         let dir = self.root.join(&id);
-        let result = self.create(&id, &dir, &config, &plan, handler);
+        let result = self.create(&id, &dir, &config, &plan, handler, network.as_ref());
         if result.is_err() {
             // Undo whatever was made, and free the name.
             kill_pause_in(&dir);
@@ -223,6 +251,7 @@ impl Sandboxes {
         config: &cri::PodSandboxConfig,
         plan: &Plan,
         handler: &str,
+        network: Option<&NetworkPlan>,
     ) -> Result<SandboxRecord, SandboxError> {
         let fail = |reason: String| SandboxError::Create {
             name: plan.name.clone(),
@@ -254,6 +283,15 @@ impl Sandboxes {
         if !plan.host_ipc {
             files::mount_shm(dir).map_err(|e| fail(format!("/dev/shm: {e}")))?;
         }
+        // The network comes last: its undo (DEL) is the only one outside
+        // the sandbox's dir.
+        let pod_network = match (network, &namespaces.network) {
+            (Some(plan), Some(netns)) => Some(
+                crate::network::pod::attach(plan, id, netns, config)
+                    .map_err(|e| fail(format!("network: {e}")))?,
+            ),
+            _ => None,
+        };
         let record = SandboxRecord {
             id: id.to_string(),
             name: plan.name.clone(),
@@ -264,8 +302,14 @@ impl Sandboxes {
             hostname: plan.hostname.clone(),
             namespaces,
             dir: dir.to_path_buf(),
+            network: pod_network,
         };
-        self.store.put(Table::Sandboxes, id, &record)?;
+        if let Err(e) = self.store.put(Table::Sandboxes, id, &record) {
+            if let Some(net) = &record.network {
+                let _ = crate::network::pod::detach(net, id, record.namespaces.network.as_deref());
+            }
+            return Err(e.into());
+        }
         self.records
             .write()
             .expect("sandboxes")
@@ -303,8 +347,19 @@ impl Sandboxes {
         // The pod's processes stop: with a shared PID namespace, killing its
         // PID 1 ends them all.
         namespaces::kill_pause(&record.namespaces);
-        if record.state == SandboxState::NotReady {
+        let detach_now = record.network.as_ref().is_some_and(|n| !n.detached);
+        if record.state == SandboxState::NotReady && !detach_now {
             return Ok(());
+        }
+        if let Some(net) = record.network.as_mut().filter(|n| !n.detached) {
+            let netns = record.namespaces.network.as_deref().filter(|p| p.exists());
+            crate::network::pod::detach(net, &record.id, netns).map_err(|e| {
+                SandboxError::Network {
+                    id: record.id.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            net.detached = true;
         }
         record.state = SandboxState::NotReady;
         self.store.put(Table::Sandboxes, &record.id, &record)?;
@@ -324,6 +379,12 @@ impl Sandboxes {
             Err(e) => return Err(e),
         };
         namespaces::kill_pause(&record.namespaces);
+        if let Some(net) = record.network.as_ref().filter(|n| !n.detached) {
+            let netns = record.namespaces.network.as_deref().filter(|p| p.exists());
+            if let Err(e) = crate::network::pod::detach(net, &record.id, netns) {
+                tracing::warn!(id = %record.id, error = %e, "network teardown failed; removing the pod anyway");
+            }
+        }
         files::unmount_shm(&record.dir);
         namespaces::unpin(&record.dir);
         if record.dir.exists() {
