@@ -1,4 +1,6 @@
-//! Pod networking: which network provider serves pods and whether it is ready.
+//! Pod networking: which network provider serves pods and whether it is
+//! ready (`readiness`), CNI configs (`cni_config`), running plugins (`cni`),
+//! and a pod's attachment (`pod`).
 //!
 //! A CNI network config in `network.cni_conf_dir` wins; without one, pods will
 //! use crius's built-in bridge network (not implemented yet, so `Status`
