@@ -377,6 +377,34 @@ async fn memory_limit_oom_and_resource_updates() {
     let resources = status.resources.unwrap().linux.unwrap();
     assert_eq!(resources.memory_limit_in_bytes, 67108864);
 
+    // oom_score_adj below criusd's own needs CAP_SYS_RESOURCE: without it
+    // (as here) crius clamps instead of failing; higher values apply as is.
+    let own: i64 = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", pod.daemon.pid()))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut low = sh("sleep 60");
+    common::pods::merge(
+        &mut low,
+        json!({"linux": {"resources": {"oom_score_adj": -998}}}),
+    );
+    let low = pod.run("low", low).await;
+    let (_, adj, _) = pod.exec(&low, &["cat", "/proc/1/oom_score_adj"]).await;
+    let adj: i64 = adj.trim().parse().unwrap();
+    assert!(
+        adj == -998 || adj == own,
+        "oom_score_adj {adj} (criusd has {own})"
+    );
+    let mut high = sh("sleep 60");
+    common::pods::merge(
+        &mut high,
+        json!({"linux": {"resources": {"oom_score_adj": 500}}}),
+    );
+    let high = pod.run("high", high).await;
+    let (_, adj, _) = pod.exec(&high, &["cat", "/proc/1/oom_score_adj"]).await;
+    assert_eq!(adj.trim(), "500");
+
     // Past the limit, the kernel kills it: OOMKilled.
     let mut hog = sh("exec dd if=/dev/zero of=/dev/null bs=64M count=4");
     common::pods::merge(&mut hog, limits);
