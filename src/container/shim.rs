@@ -8,6 +8,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+/// How long `<runtime> create` may take (kubelet's own call timeout is 2 min).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(100);
+
 /// The container's init PID and the shim's PID.
 #[derive(Debug, Clone, Copy)]
 pub struct Started {
@@ -28,11 +31,35 @@ pub fn spawn(dir: &Path, config: &ShimConfig) -> Result<Started, String> {
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     // The shim's first process exits at once after forking; the detached
-    // child writes the outcome and closes the pipe.
-    let mut out = String::new();
-    let read = child.stdout.take().expect("piped").read_to_string(&mut out);
+    // child writes the outcome and closes the pipe. A runtime that hangs in
+    // `create` must not hang the RPC: after CREATE_TIMEOUT the shim is killed
+    // and the caller's rollback deletes the runtime's container.
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let read = stdout.read_to_string(&mut out).map(|_| out);
+        let _ = tx.send(read);
+    });
     let _ = child.wait();
-    read.map_err(|e| format!("reading from crius-shim: {e}"))?;
+    let out = match rx.recv_timeout(CREATE_TIMEOUT) {
+        Ok(read) => read.map_err(|e| format!("reading from crius-shim: {e}"))?,
+        Err(_) => {
+            let shim_pid = std::fs::read_to_string(dir.join(crius_shim::protocol::SHIM_PID_FILE))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = shim_pid.filter(|p| is_alive(*p)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(format!(
+                "the OCI runtime's create did not finish within {}s",
+                CREATE_TIMEOUT.as_secs()
+            ));
+        }
+    };
     let line = out.lines().next_back().unwrap_or_default();
     match serde_json::from_str::<Ready>(line) {
         Ok(Ready::Created { pid, shim_pid }) => Ok(Started {
