@@ -32,8 +32,9 @@ pub struct HandlerInfo {
 pub struct HandlerFeatures {
     /// Kernel >= 5.12 (mount_setattr) and the runtime knows the "rro" option.
     pub recursive_read_only_mounts: bool,
-    /// User namespaces with idmapped mounts. crius does not implement user
-    /// namespaces yet, so this stays false whatever the runtime supports.
+    /// User namespaces with idmapped mounts. crius makes the user namespace
+    /// and the idmapped mounts itself (any runtime can join them); it needs
+    /// Linux 6.8 (overlayfs layers given one by one to the new mount API).
     pub user_namespaces: bool,
 }
 
@@ -142,6 +143,7 @@ fn probe_one(name: &str, config: &HandlerConfig) -> HandlerInfo {
         Err(e) => info.problem = Some(format!("cannot run {}: {e}", path.display())),
     }
     info.features.recursive_read_only_mounts = kernel_at_least(5, 12) && supports_rro(&path);
+    info.features.user_namespaces = kernel_at_least(6, 8);
     if info.problem.is_none() {
         info.problem = cgroup_conflict(&path);
     }
@@ -255,7 +257,7 @@ mod tests {
         let info = handlers.get("t").unwrap();
         assert!(info.usable(), "{info:?}");
         assert!(info.path.unwrap().is_absolute());
-        assert!(!info.features.user_namespaces);
+        assert_eq!(info.features.user_namespaces, kernel_at_least(6, 8));
     }
 
     #[test]

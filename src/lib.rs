@@ -11,6 +11,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod handlers;
+pub mod idmap;
 pub mod image;
 pub mod network;
 pub mod runtime;

@@ -765,3 +765,76 @@ async fn containers_survive_a_criusd_crash() {
     }
     let _ = std::fs::remove_dir(memory);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn user_namespace_pods_with_idmapped_rootfs_and_volumes() {
+    let maps = json!([{"host_id": 300000, "container_id": 0, "length": 65536}]);
+    let pod = Pod::new(json!({"linux": {"security_context": {"namespace_options": {
+        "userns_options": {"mode": 0, "uids": maps, "gids": maps}
+    }}}}))
+    .await;
+    let host = pod.daemon.dir.join("userns-volume");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("from-host"), "hello\n").unwrap();
+    let id = pod
+        .run(
+            "u",
+            json!({"command": ["sleep", "60"], "mounts": [
+                {"container_path": "/vol", "host_path": host, "uidMappings": maps, "gidMappings": maps}
+            ]}),
+        )
+        .await;
+    let (_, out, _) = pod.exec(&id, &["id"]).await;
+    assert!(out.starts_with("uid=0(root) gid=0(root)"), "{out}");
+    let (_, map, _) = pod.exec(&id, &["cat", "/proc/self/uid_map"]).await;
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "300000", "65536"]
+    );
+    // Root inside owns its rootfs and the idmapped volume.
+    let (code, _, err) = pod
+        .exec(
+            &id,
+            &["sh", "-c", "touch /newfile && echo x > /vol/from-pod"],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (_, ls, _) = pod
+        .exec(&id, &["ls", "-ln", "/vol/from-host", "/bin/busybox"])
+        .await;
+    assert!(
+        ls.lines().all(|l| l.split_whitespace().nth(2) == Some("0")),
+        "{ls}"
+    );
+    // On the host: files are root's, the process is 300000.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(host.join("from-pod")).unwrap().uid(), 0);
+    let info = pod
+        .daemon
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pid = info["pid"].as_i64().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid_line.split_whitespace().nth(1), Some("300000"));
+    pod.remove_pod().await;
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&pod.daemon.dir.display().to_string()),
+        "idmapped mounts left"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("from-host")).unwrap(),
+        "hello\n"
+    );
+}

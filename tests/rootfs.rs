@@ -40,7 +40,7 @@ async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
     let name = format!("{}/crius-test/layered:latest", registry());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
 
-    let merged = images.mount_rootfs("c1", &name).unwrap();
+    let merged = images.mount_rootfs("c1", &name, None).unwrap();
     assert_eq!(
         std::fs::read_to_string(merged.join("data/keep.txt")).unwrap(),
         "v2\n"
@@ -50,7 +50,7 @@ async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
     std::fs::write(merged.join("data/keep.txt"), "changed\n").unwrap();
     std::fs::write(merged.join("tmp/new.txt"), "new\n").unwrap();
     assert_eq!(
-        std::fs::read_to_string(root.join("rootfs/c1/upper/tmp/new.txt")).unwrap(),
+        std::fs::read_to_string(root.join("rootfs/c1/rw/upper/tmp/new.txt")).unwrap(),
         "new\n"
     );
     let record = images.resolve(&name).unwrap().unwrap();
@@ -60,7 +60,7 @@ async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
         "v2\n"
     );
     // Mounting again is a no-op that returns the same rootfs.
-    assert_eq!(images.mount_rootfs("c1", &name).unwrap(), merged);
+    assert_eq!(images.mount_rootfs("c1", &name, None).unwrap(), merged);
 
     // Removing the image keeps what the container runs on.
     images.remove(&name).unwrap();
@@ -86,17 +86,17 @@ async fn rootfs_errors_are_clear_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let images = open(dir.path());
     let name = format!("{}/crius-test/busybox:latest", registry());
-    let err = images.mount_rootfs("c1", &name).unwrap_err();
+    let err = images.mount_rootfs("c1", &name, None).unwrap_err();
     assert!(matches!(err, ImageError::NotFound(_)), "{err}");
     assert!(!dir.path().join("rootfs/c1").exists());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
     for bad in ["", "../x", "a/b", ".hidden"] {
-        let err = images.mount_rootfs(bad, &name).unwrap_err();
+        let err = images.mount_rootfs(bad, &name, None).unwrap_err();
         assert!(err.to_string().contains("container id"), "{bad}: {err}");
     }
     // Two containers share the image's snapshots.
-    let a = images.mount_rootfs("a", &name).unwrap();
-    let b = images.mount_rootfs("b", &name).unwrap();
+    let a = images.mount_rootfs("a", &name, None).unwrap();
+    let b = images.mount_rootfs("b", &name, None).unwrap();
     std::fs::write(a.join("tmp/only-in-a"), "a").unwrap();
     assert!(!b.join("tmp/only-in-a").exists());
     images.remove_rootfs("a").unwrap();
@@ -117,7 +117,7 @@ async fn the_image_user_resolves_inside_its_rootfs() {
     let name = format!("{}/crius-test/user-name:latest", registry());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
     let record = images.resolve(&name).unwrap().unwrap();
-    let rootfs = images.mount_rootfs("u1", &name).unwrap();
+    let rootfs = images.mount_rootfs("u1", &name, None).unwrap();
     let user = resolve(&rootfs, None, &record.run_config().user).unwrap();
     // someuser (1000) is a member of `users` (100) and `extra` (2000).
     assert_eq!(

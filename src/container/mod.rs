@@ -30,6 +30,7 @@ use crate::cgroups::CgroupInfo;
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::HandlerInfo;
+use crate::idmap;
 use crate::image::{ImageError, Images};
 use crate::sandbox::SandboxRecord;
 use crate::store::{Store, StoreError, Table};
@@ -214,6 +215,7 @@ impl Containers {
         );
         if result.is_err() {
             let _ = runtime.delete(&id);
+            idmap::unmount_all_under(&dir);
             let _ = self.images.remove_rootfs(&id);
             let _ = std::fs::remove_dir_all(&dir);
             self.names.lock().expect("container names").remove(&name);
@@ -243,7 +245,18 @@ impl Containers {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
-        let rootfs = self.images.mount_rootfs(id, &image.id)?;
+        // In a pod with its own user namespace, the container sees its
+        // rootfs and volumes through idmapped mounts owned by the pod's root.
+        let userns = sandbox.namespaces.user.as_deref();
+        let rootfs = self.images.mount_rootfs(
+            id,
+            &image.id,
+            userns.map(|u| (u, sandbox.namespaces.root_ids())),
+        )?;
+        let volume_sources = match userns {
+            Some(userns) => self.idmapped_volumes(id, dir, config, sandbox, userns)?,
+            None => Default::default(),
+        };
         let sc = config
             .linux
             .as_ref()
@@ -275,6 +288,7 @@ impl Containers {
             oom_score_adj_floor: self.oom_score_adj_floor,
             pid_namespace,
             rro_supported: handler.features.recursive_read_only_mounts,
+            volume_sources: &volume_sources,
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
         std::fs::write(dir.join("config.json"), spec_json).map_err(|e| io("config.json", e))?;
@@ -354,6 +368,54 @@ impl Containers {
             .expect("containers")
             .insert(id.to_string(), record.clone());
         Ok(record)
+    }
+
+    /// Idmapped copies of the volumes that ask for the pod's id mappings,
+    /// by mount index.
+    fn idmapped_volumes(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+        userns: &Path,
+    ) -> Result<std::collections::BTreeMap<usize, PathBuf>, ContainerError> {
+        let mut sources = std::collections::BTreeMap::new();
+        let as_tuples = |m: &[cri::IdMapping]| {
+            m.iter()
+                .map(|m| (m.container_id, m.host_id, m.length))
+                .collect::<Vec<_>>()
+        };
+        for (i, m) in config.mounts.iter().enumerate() {
+            if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+                continue;
+            }
+            if as_tuples(&m.uid_mappings) != sandbox.namespaces.uid_map
+                || as_tuples(&m.gid_mappings) != sandbox.namespaces.gid_map
+            {
+                return Err(ContainerError::Unsupported(format!(
+                    "config.mounts[{i}]: idmapped mounts with mappings other than the pod's are not supported"
+                )));
+            }
+            let host = Path::new(&m.host_path);
+            let target = dir.join("volumes").join(i.to_string());
+            let made = if host.is_dir() {
+                std::fs::create_dir_all(&target)
+            } else {
+                std::fs::create_dir_all(dir.join("volumes"))
+                    .and_then(|()| std::fs::File::create(&target).map(|_| ()))
+            };
+            made.and_then(|()| idmap::mount(host, &target, userns))
+                .map_err(|e| {
+                    ContainerError::Invalid(format!(
+                        "config.mounts[{i}]: idmapped mount of {:?}: {e}",
+                        m.host_path
+                    ))
+                })?;
+            let _ = id;
+            sources.insert(i, target);
+        }
+        Ok(sources)
     }
 
     /// The container's PID namespace from its namespace options.
@@ -514,6 +576,9 @@ impl Containers {
                 id: id.to_string(),
                 reason,
             })?;
+        // Idmapped rootfs and volumes are mounts inside the dir: detach
+        // them before anything is deleted.
+        idmap::unmount_all_under(dir);
         self.images.remove_rootfs(id)?;
         // A shim that was killed leaves its sockets.
         let (control, console) = shim::sockets(&self.socket_dir, id);
@@ -713,6 +778,7 @@ impl Containers {
                     };
                     let _ = runtime.delete(&id);
                 }
+                idmap::unmount_all_under(&dir);
                 let _ = self.images.remove_rootfs(&id);
                 let _ = std::fs::remove_dir_all(&dir);
             }

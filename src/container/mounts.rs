@@ -114,6 +114,7 @@ pub enum RootPropagation {
 pub fn volumes(
     mounts: &[cri::Mount],
     rro_supported: bool,
+    idmapped: &std::collections::BTreeMap<usize, PathBuf>,
 ) -> Result<(Vec<Mount>, RootPropagation), ContainerError> {
     let mut out = Vec::new();
     let mut root = RootPropagation::Private;
@@ -125,9 +126,10 @@ pub fn volumes(
                 "{field}.image: image volumes are not supported by crius yet"
             )));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-            return Err(ContainerError::Unsupported(format!(
-                "{field}: idmapped mounts need user namespaces, which crius does not support yet"
+        let idmapped_source = idmapped.get(&i);
+        if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()) && idmapped_source.is_none() {
+            return Err(ContainerError::Invalid(format!(
+                "{field}: idmapped mounts need the pod to have its own user namespace"
             )));
         }
         if !m.container_path.starts_with('/') {
@@ -180,7 +182,11 @@ pub fn volumes(
         let mut oci = Mount::default();
         oci.set_destination(PathBuf::from(&m.container_path));
         oci.set_typ(Some("bind".into()));
-        oci.set_source(Some(host.to_path_buf()));
+        oci.set_source(Some(
+            idmapped_source
+                .cloned()
+                .unwrap_or_else(|| host.to_path_buf()),
+        ));
         oci.set_options(Some(options));
         out.push(oci);
     }
@@ -325,6 +331,7 @@ mod tests {
                 r#"{{"container_path": "/v", "host_path": "{host}", "readonly": true}}"#
             ))],
             false,
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(root, RootPropagation::Private);
@@ -332,7 +339,11 @@ mod tests {
             mounts[0].options().as_ref().unwrap(),
             &["rbind", "rprivate", "ro"]
         );
-        let err = |json: String| volumes(&[cri_mount(&json)], false).unwrap_err().to_string();
+        let err = |json: String| {
+            volumes(&[cri_mount(&json)], false, &Default::default())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(
             err(r#"{"container_path": "/v", "host_path": "/no/such/dir"}"#.into())
                 .contains("config.mounts[0]: host_path \"/no/such/dir\"")

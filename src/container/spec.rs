@@ -15,8 +15,8 @@ use crate::cri;
 use crate::image::manifest::RunConfig;
 use crate::sandbox::SandboxRecord;
 use oci_spec::runtime::{
-    Linux, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, Process, Root, Spec, User,
+    Linux, LinuxCpu, LinuxHugepageLimit, LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Process, Root, Spec, User,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,8 @@ pub struct SpecInput<'a> {
     pub oom_score_adj_floor: i64,
     pub pid_namespace: PidNamespace,
     pub rro_supported: bool,
+    /// Idmapped copies to mount instead of volumes' host paths, by index.
+    pub volume_sources: &'a std::collections::BTreeMap<usize, PathBuf>,
 }
 
 /// The process's argv under kubelet's command/args rules.
@@ -260,7 +262,8 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     root.set_path(input.rootfs.to_path_buf());
     root.set_readonly(Some(sc.readonly_rootfs));
 
-    let (volumes, propagation) = mounts::volumes(&config.mounts, input.rro_supported)?;
+    let (volumes, propagation) =
+        mounts::volumes(&config.mounts, input.rro_supported, input.volume_sources)?;
     let all_mounts = mounts::assemble(
         mounts::standard(sc.privileged),
         mounts::pod_files(sandbox, sc.readonly_rootfs),
@@ -284,6 +287,21 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     }
     if input.hierarchy == Hierarchy::V2 {
         namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
+    }
+    let id_maps = |maps: &[(u32, u32, u32)]| {
+        maps.iter()
+            .map(|&(inside, outside, size)| {
+                LinuxIdMappingBuilder::default()
+                    .container_id(inside)
+                    .host_id(outside)
+                    .size(size)
+                    .build()
+                    .expect("all fields set")
+            })
+            .collect::<Vec<_>>()
+    };
+    if let Some(userns) = &sandbox.namespaces.user {
+        namespaces.push(namespace(LinuxNamespaceType::User, Some(userns)));
     }
 
     let DevicePlan {
@@ -314,8 +332,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     linux.set_masked_paths(Some(masked));
     linux.set_readonly_paths(Some(readonly));
     linux.set_sysctl(None);
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    // The runtime joins the pod's user namespace; it still needs the maps
+    // (runc derives the host ids of the container's root from them).
+    let has_userns = sandbox.namespaces.user.is_some();
+    linux.set_uid_mappings(has_userns.then(|| id_maps(&sandbox.namespaces.uid_map)));
+    linux.set_gid_mappings(has_userns.then(|| id_maps(&sandbox.namespaces.gid_map)));
     linux.set_rootfs_propagation(match propagation {
         RootPropagation::Private => None,
         RootPropagation::Slave => Some("rslave".into()),

@@ -52,8 +52,16 @@ impl Images {
 
     /// Mounts the rootfs of `container_id` from `image` (id or name) and
     /// returns the merged directory. Mounting an existing rootfs again
-    /// returns it as it is (after a restart it is mounted again).
-    pub fn mount_rootfs(&self, container_id: &str, image: &str) -> Result<PathBuf, ImageError> {
+    /// returns it as it is (after a restart it is mounted again). With
+    /// `userns` (a pinned user namespace), the overlay is made of idmapped
+    /// copies of the layers and of the writable dirs (`lower/<n>`, `rw-map`),
+    /// so the pod's root owns what root owns on disk.
+    pub fn mount_rootfs(
+        &self,
+        container_id: &str,
+        image: &str,
+        userns: Option<(&Path, (u32, u32))>,
+    ) -> Result<PathBuf, ImageError> {
         let dir = self.rootfs_dir(container_id)?;
         let merged = dir.join("merged");
         let io = |source| ImageError::Io {
@@ -70,7 +78,7 @@ impl Images {
                     image_id: record.id.clone(),
                     chain_ids: record.chain_ids().map(str::to_string).collect(),
                 };
-                for sub in ["upper", "work", "merged"] {
+                for sub in ["rw/upper", "rw/work", "merged"] {
                     std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
                 }
                 let bytes = serde_json::to_vec(&lease).expect("lease encodes");
@@ -81,17 +89,31 @@ impl Images {
         if is_mountpoint(&merged) {
             return Ok(merged);
         }
-        let lower: Vec<String> = lease
+        let mut lower: Vec<String> = lease
             .chain_ids
             .iter()
             .rev()
             .map(|c| self.snapshots().fs(c).display().to_string())
             .collect();
+        let mut rw = dir.join("rw");
+        if let Some((userns, _)) = userns {
+            match idmapped_layers(&dir, &lower, userns) {
+                Ok(mapped) => {
+                    lower = mapped;
+                    rw = dir.join("rw-map");
+                }
+                Err(e) => {
+                    unmount_all_under(&dir);
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(io(e));
+                }
+            }
+        }
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
-            dir.join("upper").display(),
-            dir.join("work").display()
+            rw.join("upper").display(),
+            rw.join("work").display()
         );
         let result = if data.len() > MAX_MOUNT_DATA {
             Err(ImageError::BadSpec(format!(
@@ -104,16 +126,27 @@ impl Images {
                 lease.image_id
             )))
         } else {
-            mount(
-                Some("overlay"),
-                &merged,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_str()),
-            )
-            .map_err(|e| io(std::io::Error::from(e)))
+            match userns {
+                Some((_, root_ids)) => crate::idmap::mount_overlay(
+                    &merged,
+                    &lower,
+                    &rw.join("upper"),
+                    &rw.join("work"),
+                    root_ids,
+                )
+                .map_err(io),
+                None => mount(
+                    Some("overlay"),
+                    &merged,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(data.as_str()),
+                )
+                .map_err(|e| io(std::io::Error::from(e))),
+            }
         };
         if let Err(e) = result {
+            unmount_all_under(&dir);
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
@@ -134,6 +167,8 @@ impl Images {
                 source: e.into(),
             })?;
         }
+        // Idmapped layers of a user-namespaced rootfs.
+        unmount_all_under(&dir);
         std::fs::remove_dir_all(&dir).map_err(|source| ImageError::Io {
             path: dir.display().to_string(),
             source,
@@ -152,6 +187,27 @@ impl Images {
             .flat_map(|lease| lease.chain_ids)
             .collect()
     }
+}
+
+/// Idmapped copies of the lower layers (`dir/lower/<n>`) and of `dir/rw`
+/// (`dir/rw-map`); returns the lower paths in the order given.
+fn idmapped_layers(dir: &Path, lower: &[String], userns: &Path) -> std::io::Result<Vec<String>> {
+    let mut mapped = Vec::new();
+    for (n, layer) in lower.iter().enumerate() {
+        let target = dir.join("lower").join(n.to_string());
+        std::fs::create_dir_all(&target)?;
+        crate::idmap::mount(Path::new(layer), &target, userns)?;
+        mapped.push(target.display().to_string());
+    }
+    let rw_map = dir.join("rw-map");
+    std::fs::create_dir_all(&rw_map)?;
+    crate::idmap::mount(&dir.join("rw"), &rw_map, userns)?;
+    Ok(mapped)
+}
+
+/// Detaches every mount below `dir` (deepest first).
+fn unmount_all_under(dir: &Path) {
+    crate::idmap::unmount_all_under(dir);
 }
 
 fn read_lease(dir: &Path) -> Option<Lease> {

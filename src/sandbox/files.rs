@@ -50,11 +50,13 @@ pub fn resolv_conf(dns: &cri::DnsConfig) -> String {
 }
 
 /// Mounts the pod's own /dev/shm at `dir/shm`.
-pub fn mount_shm(dir: &Path) -> std::io::Result<()> {
+/// The pod's /dev/shm, owned by the pod's root (`owner`: host uid and gid;
+/// not 0 in a user namespace).
+pub fn mount_shm(dir: &Path, owner: (u32, u32)) -> std::io::Result<()> {
     let shm = dir.join("shm");
     std::fs::create_dir_all(&shm)?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let data = format!("mode=1777,size={SHM_BYTES}");
+    let data = format!("mode=1777,size={SHM_BYTES},uid={},gid={}", owner.0, owner.1);
     mount(Some("shm"), &shm, Some("tmpfs"), flags, Some(data.as_str())).map_err(Into::into)
 }
 

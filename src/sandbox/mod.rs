@@ -271,6 +271,7 @@ impl Sandboxes {
                 hostname: (!plan.host_network).then_some(plan.hostname.as_str()),
                 sysctls: &plan.sysctls,
                 shared_pid: plan.shared_pid,
+                user: plan.user.clone(),
             },
         )
         .map_err(|e| fail(format!("namespaces: {e}")))?;
@@ -281,7 +282,8 @@ impl Sandboxes {
         files::write_resolv_conf(dir, config.dns_config.as_ref())
             .map_err(|e| fail(format!("resolv.conf: {e}")))?;
         if !plan.host_ipc {
-            files::mount_shm(dir).map_err(|e| fail(format!("/dev/shm: {e}")))?;
+            files::mount_shm(dir, namespaces.root_ids())
+                .map_err(|e| fail(format!("/dev/shm: {e}")))?;
         }
         // The network comes last: its undo (DEL) is the only one outside
         // the sandbox's dir.
@@ -457,6 +459,7 @@ fn recover(
             &record.namespaces.ipc,
             &record.namespaces.uts,
             &record.namespaces.pid,
+            &record.namespaces.user,
         ];
         let pause_died = record
             .namespaces
@@ -497,6 +500,36 @@ struct Plan {
     /// A pod-wide PID namespace (with a pause process as PID 1).
     shared_pid: bool,
     sysctls: Vec<(String, String)>,
+    /// User namespace maps (inside, outside, length) for uids and gids.
+    user: Option<UserMaps>,
+}
+
+type UserMaps = (namespaces::IdMap, namespaces::IdMap);
+
+/// The CRI's id mappings, checked: some, non-empty, root mapped.
+fn user_maps(u: &cri::UserNamespace, field: &str) -> Result<UserMaps, SandboxError> {
+    let convert = |maps: &[cri::IdMapping], which: &str| {
+        if maps.is_empty() {
+            return Err(SandboxError::Invalid(format!(
+                "{field}.userns_options.{which} is empty"
+            )));
+        }
+        if maps.iter().any(|m| m.length == 0) {
+            return Err(SandboxError::Invalid(format!(
+                "{field}.userns_options.{which}: a mapping has length 0"
+            )));
+        }
+        if !maps.iter().any(|m| m.container_id == 0) {
+            return Err(SandboxError::Invalid(format!(
+                "{field}.userns_options.{which}: id 0 (root) is not mapped"
+            )));
+        }
+        Ok(maps
+            .iter()
+            .map(|m| (m.container_id, m.host_id, m.length))
+            .collect::<Vec<_>>())
+    };
+    Ok((convert(&u.uids, "uids")?, convert(&u.gids, "gids")?))
 }
 
 impl Plan {
@@ -541,17 +574,33 @@ impl Plan {
                 "{field}.pid = TARGET is for containers, not sandboxes"
             )));
         }
-        if ns
-            .userns_options
-            .as_ref()
-            .is_some_and(|u| mode(u.mode) == cri::NamespaceMode::Pod && !u.uids.is_empty())
-        {
-            return Err(SandboxError::Unsupported(format!(
-                "{field}.userns_options: user namespaces are not supported by crius yet"
-            )));
-        }
+        let user = match &ns.userns_options {
+            Some(u) if mode(u.mode) == cri::NamespaceMode::Pod && !u.uids.is_empty() => {
+                Some(user_maps(u, field)?)
+            }
+            Some(u)
+                if !matches!(
+                    mode(u.mode),
+                    cri::NamespaceMode::Pod | cri::NamespaceMode::Node
+                ) =>
+            {
+                return Err(SandboxError::Invalid(format!(
+                    "{field}.userns_options.mode must be POD or NODE"
+                )));
+            }
+            _ => None,
+        };
         let shared_pid = mode(ns.pid) == cri::NamespaceMode::Pod;
         let host_network = mode(ns.network) == cri::NamespaceMode::Node;
+        if user.is_some()
+            && (host_network
+                || mode(ns.ipc) == cri::NamespaceMode::Node
+                || mode(ns.pid) == cri::NamespaceMode::Node)
+        {
+            return Err(SandboxError::Invalid(format!(
+                "{field}.userns_options: a pod with its own user namespace cannot use the node's network, IPC or PID namespace"
+            )));
+        }
         let host_ipc = mode(ns.ipc) == cri::NamespaceMode::Node;
         let hostname = if host_network {
             nix::unistd::gethostname()
@@ -601,6 +650,7 @@ impl Plan {
             host_ipc,
             shared_pid,
             sysctls,
+            user,
         })
     }
 }

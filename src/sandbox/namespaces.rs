@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A user namespace's id map: (inside, outside, length) ranges.
+pub type IdMap = Vec<(u32, u32, u32)>;
+
 /// Paths of a sandbox's own namespaces; `None` means the host's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespaces {
@@ -19,6 +22,28 @@ pub struct Namespaces {
     /// Host PID of that PID 1.
     #[serde(default)]
     pub pause_pid: Option<i32>,
+    /// The pod's user namespace, owner of its other namespaces.
+    #[serde(default)]
+    pub user: Option<PathBuf>,
+    /// Its maps (inside, outside, length), for the containers' specs.
+    #[serde(default)]
+    pub uid_map: Vec<(u32, u32, u32)>,
+    #[serde(default)]
+    pub gid_map: Vec<(u32, u32, u32)>,
+}
+
+impl Namespaces {
+    /// The host uid and gid of the pod's root (0, 0 without a user
+    /// namespace).
+    pub fn root_ids(&self) -> (u32, u32) {
+        let host_of_zero = |map: &[(u32, u32, u32)]| {
+            map.iter()
+                .find(|(inside, _, len)| *inside == 0 && *len > 0)
+                .map(|(_, outside, _)| *outside)
+                .unwrap_or(0)
+        };
+        (host_of_zero(&self.uid_map), host_of_zero(&self.gid_map))
+    }
 }
 
 /// What to create.
@@ -30,6 +55,9 @@ pub struct PinRequest<'a> {
     pub sysctls: &'a [(String, String)],
     /// Start a pod-wide PID namespace with `crius-pause` as its PID 1.
     pub shared_pid: bool,
+    /// A user namespace with these (inside, outside, length) uid and gid
+    /// maps, owning the others.
+    pub user: Option<(IdMap, IdMap)>,
 }
 
 /// Whether a pause process still runs (a zombie does not).
@@ -92,6 +120,16 @@ pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
     if wanted.is_empty() && !request.shared_pid {
         return Ok(Namespaces::default());
     }
+    let maps = |m: &[(u32, u32, u32)]| {
+        m.iter()
+            .map(|(i, o, l)| format!("{i}:{o}:{l}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if let Some((uids, gids)) = &request.user {
+        command.arg("--uid-map").arg(maps(uids));
+        command.arg("--gid-map").arg(maps(gids));
+    }
     if let Some(hostname) = request.hostname {
         command.args(["--hostname", hostname]);
     }
@@ -117,19 +155,23 @@ pub fn pin(dir: &Path, request: &PinRequest) -> Result<Namespaces, String> {
     } else {
         None
     };
+    let (uid_map, gid_map) = request.user.clone().unwrap_or_default();
     Ok(Namespaces {
         network: path("net"),
         ipc: path("ipc"),
         uts: path("uts"),
         pid: request.shared_pid.then(|| dir.join("pid")),
         pause_pid,
+        user: request.user.as_ref().map(|_| dir.join("user")),
+        uid_map,
+        gid_map,
     })
 }
 
 /// Unmounts and removes whatever pins exist under `dir` (idempotent). A
 /// pause process (if any) must have been killed first.
 pub fn unpin(dir: &Path) {
-    for name in ["net", "ipc", "uts", "pid"] {
+    for name in ["net", "ipc", "uts", "pid", "user"] {
         let path = dir.join(name);
         if path.exists() {
             let _ = umount2(&path, MntFlags::MNT_DETACH);
