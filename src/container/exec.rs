@@ -55,6 +55,7 @@ pub async fn exec_sync(
     command
         .arg("--root")
         .arg(&runtime.root)
+        .args(&runtime.args)
         .arg("--log")
         .arg(&log_file)
         .args(["--log-format", "json", "exec", "--process"])

@@ -201,7 +201,12 @@ impl Containers {
         let runtime = OciRuntime {
             binary: request.handler.path.clone().unwrap_or_default(),
             root: self.runtime_state.join(&request.handler.name),
-            args: Vec::new(),
+            // With the systemd driver, cgroupsPath is "slice:prefix:name".
+            args: if self.cgroups.driver == crate::cgroups::Driver::Systemd {
+                vec!["--systemd-cgroup".to_string()]
+            } else {
+                Vec::new()
+            },
         };
         let result = self.build(
             &id,
@@ -345,6 +350,7 @@ impl Containers {
             handler: handler.name.clone(),
             runtime: runtime.binary.clone(),
             runtime_root: runtime.root.clone(),
+            runtime_args: runtime.args.clone(),
             state: ContainerState::Created,
             created_at: crate::time::now_nanos(),
             started_at: 0,
@@ -805,7 +811,7 @@ fn runtime_of(record: &ContainerRecord) -> OciRuntime {
     OciRuntime {
         binary: record.runtime.clone(),
         root: record.runtime_root.clone(),
-        args: Vec::new(),
+        args: record.runtime_args.clone(),
     }
 }
 

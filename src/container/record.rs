@@ -31,6 +31,9 @@ pub struct ContainerRecord {
     pub handler: String,
     pub runtime: PathBuf,
     pub runtime_root: PathBuf,
+    /// Global runtime flags (`--systemd-cgroup`).
+    #[serde(default)]
+    pub runtime_args: Vec<String>,
     pub state: ContainerState,
     pub created_at: i64,
     pub started_at: i64,
