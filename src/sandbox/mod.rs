@@ -1,9 +1,9 @@
 //! Pod sandboxes: the namespaces and files a pod's containers share.
 //!
 //! crius runs no process for a sandbox: its network, IPC and UTS namespaces
-//! are pinned by bind mounts (see `namespaces`), so a pod costs no memory of
-//! its own. (A pod-wide PID namespace needs a process to hold it; crius
-//! refuses that mode until its pause program lands.)
+//! (and user namespace, if it has one) are pinned by bind mounts (see
+//! `namespaces`), so a pod costs no memory of its own. Only a pod-wide PID
+//! namespace needs a process to hold it: `crius-pause`.
 //!
 //! Invariants:
 //! - A sandbox record is written only after everything it names exists; a
@@ -15,12 +15,14 @@
 
 pub mod files;
 pub mod namespaces;
+mod plan;
 
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::network::pod::{NetworkPlan, PodNetwork};
 use crate::store::{Store, StoreError, Table};
 use namespaces::{Namespaces, PinRequest};
+use plan::Plan;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -488,170 +490,6 @@ fn kill_pause_in(dir: &Path) {
             pause_pid: Some(pid),
             ..Default::default()
         });
-    }
-}
-
-/// What a config asks for, checked before anything is created.
-struct Plan {
-    name: String,
-    hostname: String,
-    host_network: bool,
-    host_ipc: bool,
-    /// A pod-wide PID namespace (with a pause process as PID 1).
-    shared_pid: bool,
-    sysctls: Vec<(String, String)>,
-    /// User namespace maps (inside, outside, length) for uids and gids.
-    user: Option<UserMaps>,
-}
-
-type UserMaps = (namespaces::IdMap, namespaces::IdMap);
-
-/// The CRI's id mappings, checked: some, non-empty, root mapped.
-fn user_maps(u: &cri::UserNamespace, field: &str) -> Result<UserMaps, SandboxError> {
-    let convert = |maps: &[cri::IdMapping], which: &str| {
-        if maps.is_empty() {
-            return Err(SandboxError::Invalid(format!(
-                "{field}.userns_options.{which} is empty"
-            )));
-        }
-        if maps.iter().any(|m| m.length == 0) {
-            return Err(SandboxError::Invalid(format!(
-                "{field}.userns_options.{which}: a mapping has length 0"
-            )));
-        }
-        if !maps.iter().any(|m| m.container_id == 0) {
-            return Err(SandboxError::Invalid(format!(
-                "{field}.userns_options.{which}: id 0 (root) is not mapped"
-            )));
-        }
-        Ok(maps
-            .iter()
-            .map(|m| (m.container_id, m.host_id, m.length))
-            .collect::<Vec<_>>())
-    };
-    Ok((convert(&u.uids, "uids")?, convert(&u.gids, "gids")?))
-}
-
-impl Plan {
-    fn of(config: &cri::PodSandboxConfig) -> Result<Plan, SandboxError> {
-        let invalid = |m: &str| SandboxError::Invalid(m.to_string());
-        let meta = config
-            .metadata
-            .as_ref()
-            .ok_or_else(|| invalid("config.metadata is required"))?;
-        for (field, value) in [
-            ("name", &meta.name),
-            ("namespace", &meta.namespace),
-            ("uid", &meta.uid),
-        ] {
-            if value.is_empty() {
-                return Err(SandboxError::Invalid(format!(
-                    "config.metadata.{field} is empty"
-                )));
-            }
-        }
-        let name = format!(
-            "{}_{}_{}_{}",
-            meta.name, meta.namespace, meta.uid, meta.attempt
-        );
-        let linux = config.linux.clone().unwrap_or_default();
-        let security = linux.security_context.clone().unwrap_or_default();
-        let ns = security.namespace_options.clone().unwrap_or_default();
-        let mode = |v: i32| cri::NamespaceMode::try_from(v).unwrap_or(cri::NamespaceMode::Pod);
-        let field = "config.linux.security_context.namespace_options";
-        for (what, value) in [("network", ns.network), ("ipc", ns.ipc)] {
-            if !matches!(
-                mode(value),
-                cri::NamespaceMode::Pod | cri::NamespaceMode::Node
-            ) {
-                return Err(SandboxError::Invalid(format!(
-                    "{field}.{what} must be POD or NODE"
-                )));
-            }
-        }
-        if mode(ns.pid) == cri::NamespaceMode::Target {
-            return Err(SandboxError::Invalid(format!(
-                "{field}.pid = TARGET is for containers, not sandboxes"
-            )));
-        }
-        let user = match &ns.userns_options {
-            Some(u) if mode(u.mode) == cri::NamespaceMode::Pod && !u.uids.is_empty() => {
-                Some(user_maps(u, field)?)
-            }
-            Some(u)
-                if !matches!(
-                    mode(u.mode),
-                    cri::NamespaceMode::Pod | cri::NamespaceMode::Node
-                ) =>
-            {
-                return Err(SandboxError::Invalid(format!(
-                    "{field}.userns_options.mode must be POD or NODE"
-                )));
-            }
-            _ => None,
-        };
-        let shared_pid = mode(ns.pid) == cri::NamespaceMode::Pod;
-        let host_network = mode(ns.network) == cri::NamespaceMode::Node;
-        if user.is_some()
-            && (host_network
-                || mode(ns.ipc) == cri::NamespaceMode::Node
-                || mode(ns.pid) == cri::NamespaceMode::Node)
-        {
-            return Err(SandboxError::Invalid(format!(
-                "{field}.userns_options: a pod with its own user namespace cannot use the node's network, IPC or PID namespace"
-            )));
-        }
-        let host_ipc = mode(ns.ipc) == cri::NamespaceMode::Node;
-        let hostname = if host_network {
-            nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        } else if config.hostname.is_empty() {
-            meta.name.chars().take(63).collect()
-        } else {
-            config.hostname.clone()
-        };
-        if !host_network && (hostname.len() > 64 || hostname.contains(['/', '\0'])) {
-            return Err(SandboxError::Invalid(format!(
-                "config.hostname {hostname:?} is not a valid hostname"
-            )));
-        }
-        let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
-        sysctls.sort();
-        for (key, _) in &sysctls {
-            let (needs, namespace_is_host) = if key.starts_with("net.") {
-                ("network", host_network)
-            } else if key.starts_with("kernel.shm")
-                || key.starts_with("kernel.msg")
-                || key == "kernel.sem"
-                || key.starts_with("fs.mqueue.")
-            {
-                ("IPC", host_ipc)
-            } else {
-                return Err(SandboxError::Invalid(format!(
-                    "config.linux.sysctls: {key:?} is not a namespaced sysctl"
-                )));
-            };
-            if namespace_is_host {
-                return Err(SandboxError::Invalid(format!(
-                    "config.linux.sysctls: {key:?} needs the pod's own {needs} namespace, but the pod uses the host's"
-                )));
-            }
-            if key.contains("..") || key.contains('/') {
-                return Err(SandboxError::Invalid(format!(
-                    "config.linux.sysctls: {key:?} is malformed"
-                )));
-            }
-        }
-        Ok(Plan {
-            name,
-            hostname,
-            host_network,
-            host_ipc,
-            shared_pid,
-            sysctls,
-            user,
-        })
     }
 }
 

@@ -1,0 +1,327 @@
+//! CreateContainer: the rootfs (idmapped in a user-namespaced pod), the OCI
+//! spec, and `<runtime> create` run by a new shim. Any failure undoes all of
+//! it; the record is written last.
+
+use super::oci_runtime::OciRuntime;
+use super::{
+    ContainerError, ContainerRecord, ContainerState, Containers, CreateRequest, log_path, record,
+    shim, spec, user,
+};
+use crate::cri;
+use crate::handlers::HandlerInfo;
+use crate::idmap;
+use crate::sandbox::SandboxRecord;
+use crate::store::Table;
+use crius_shim::protocol::ShimConfig;
+use std::path::{Path, PathBuf};
+
+impl Containers {
+    /// CreateContainer: the rootfs, the bundle, and `<runtime> create` run
+    /// by a new shim. Any failure undoes all of it.
+    pub fn create(&self, request: CreateRequest) -> Result<ContainerRecord, ContainerError> {
+        let config = request.config;
+        let sandbox = request.sandbox;
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| ContainerError::Invalid("config.metadata is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(ContainerError::Invalid(
+                "config.metadata.name is empty".into(),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(ContainerError::Invalid(
+                "config.image.image is empty".into(),
+            ));
+        }
+        let image = self
+            .images
+            .resolve(&image_name)?
+            .ok_or_else(|| ContainerError::NotFound(format!("image {image_name}")))
+            .map_err(|_| {
+                ContainerError::NotFound(format!(
+                    "image {image_name:?} (config.image.image) is not present; pull it first"
+                ))
+            })?;
+        let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
+        let id = crate::sandbox::new_id();
+        {
+            let mut names = self.names.lock().expect("container names");
+            if let Some(existing) = names.get(&name) {
+                return Err(ContainerError::Exists {
+                    name,
+                    id: existing.clone(),
+                });
+            }
+            names.insert(name.clone(), id.clone());
+        }
+        let dir = self.root.join(&id);
+        let runtime = OciRuntime {
+            binary: request.handler.path.clone().unwrap_or_default(),
+            root: self.runtime_state.join(&request.handler.name),
+            // With the systemd driver, cgroupsPath is "slice:prefix:name".
+            args: if self.cgroups.driver == crate::cgroups::Driver::Systemd {
+                vec!["--systemd-cgroup".to_string()]
+            } else {
+                Vec::new()
+            },
+        };
+        let result = self.build(
+            &id,
+            &name,
+            &dir,
+            &config,
+            sandbox,
+            &image,
+            &runtime,
+            request.handler,
+        );
+        if result.is_err() {
+            let _ = runtime.delete(&id);
+            idmap::unmount_all_under(&dir);
+            let _ = self.images.remove_rootfs(&id);
+            let _ = std::fs::remove_dir_all(&dir);
+            self.names.lock().expect("container names").remove(&name);
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+        image: &crate::image::record::ImageRecord,
+        runtime: &OciRuntime,
+        handler: &HandlerInfo,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let io = |what: &str, e: std::io::Error| ContainerError::Runtime {
+            id: id.to_string(),
+            reason: format!("{what}: {e}"),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        // In a pod with its own user namespace, the container sees its
+        // rootfs and volumes through idmapped mounts owned by the pod's root.
+        let userns = sandbox.namespaces.user.as_deref();
+        let rootfs = self.images.mount_rootfs(
+            id,
+            &image.id,
+            userns.map(|u| (u, sandbox.namespaces.root_ids())),
+        )?;
+        let volume_sources = match userns {
+            Some(userns) => self.idmapped_volumes(id, dir, config, sandbox, userns)?,
+            None => Default::default(),
+        };
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let user = user::resolve(&rootfs, Some(&sc), &image.run_config().user)
+            .map_err(|e| ContainerError::Invalid(e.to_string()))?;
+        let (pid_namespace, shares_pid_namespace) = self.pid_namespace(&sc, sandbox)?;
+        let cgroup = self.cgroups.container(
+            &sandbox
+                .config
+                .linux
+                .clone()
+                .unwrap_or_default()
+                .cgroup_parent,
+            id,
+        );
+        let spec = spec::build(&spec::SpecInput {
+            id,
+            config,
+            sandbox,
+            image: image.run_config(),
+            image_name: &image_name,
+            rootfs: &rootfs,
+            user: &user,
+            cgroups_path: &cgroup.spec_path,
+            hierarchy: self.cgroups.hierarchy,
+            swap_accounting: self.cgroups.swap_accounting(),
+            oom_score_adj_floor: self.oom_score_adj_floor,
+            pid_namespace,
+            rro_supported: handler.features.recursive_read_only_mounts,
+            volume_sources: &volume_sources,
+        })?;
+        let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
+        std::fs::write(dir.join("config.json"), spec_json).map_err(|e| io("config.json", e))?;
+
+        let log_path = log_path(sandbox, config);
+        if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(parent).map_err(|e| io(&parent.display().to_string(), e))?;
+        }
+        std::fs::create_dir_all(&runtime.root).map_err(|e| io("runtime root", e))?;
+        std::fs::create_dir_all(&self.socket_dir).map_err(|e| io("socket dir", e))?;
+        let (control_socket, console_socket) = shim::sockets(&self.socket_dir, id);
+        if control_socket.as_os_str().len() > crius_shim::protocol::MAX_SOCKET_PATH {
+            return Err(ContainerError::Precondition(format!(
+                "state dir {} is too long for Unix socket paths under it",
+                self.socket_dir.display()
+            )));
+        }
+        let started = shim::spawn(
+            dir,
+            &ShimConfig {
+                id: id.to_string(),
+                bundle: dir.to_path_buf(),
+                runtime: runtime.binary.clone(),
+                runtime_root: runtime.root.clone(),
+                runtime_args: runtime.args.clone(),
+                log_path: log_path.clone(),
+                tty: config.tty,
+                stdin: config.stdin,
+                stdin_once: config.stdin_once,
+                oom_file: Some(self.cgroups.oom_file(&cgroup)),
+                control_socket,
+                console_socket,
+            },
+        )
+        .map_err(|reason| ContainerError::Runtime {
+            id: id.to_string(),
+            reason,
+        })?;
+        let stop_signal = record::signal_from_cri(config.stop_signal)
+            .or_else(|| record::parse_signal(&image.run_config().stop_signal))
+            .unwrap_or(libc::SIGTERM);
+        let record = ContainerRecord {
+            id: id.to_string(),
+            sandbox_id: sandbox.id.clone(),
+            name: name.to_string(),
+            config: config.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or(image.id.clone()),
+            image_name,
+            image_id: image.id.clone(),
+            handler: handler.name.clone(),
+            runtime: runtime.binary.clone(),
+            runtime_root: runtime.root.clone(),
+            runtime_args: runtime.args.clone(),
+            state: ContainerState::Created,
+            created_at: crate::time::now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            init_pid: started.init_pid,
+            shim_pid: started.shim_pid,
+            log_path,
+            dir: dir.to_path_buf(),
+            user,
+            resources: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            stop_signal,
+            shares_pid_namespace,
+            cgroup,
+        };
+        self.store.put(Table::Containers, id, &record)?;
+        self.records
+            .write()
+            .expect("containers")
+            .insert(id.to_string(), record.clone());
+        Ok(record)
+    }
+
+    /// Idmapped copies of the volumes that ask for the pod's id mappings,
+    /// by mount index.
+    fn idmapped_volumes(
+        &self,
+        id: &str,
+        dir: &Path,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+        userns: &Path,
+    ) -> Result<std::collections::BTreeMap<usize, PathBuf>, ContainerError> {
+        let mut sources = std::collections::BTreeMap::new();
+        let as_tuples = |m: &[cri::IdMapping]| {
+            m.iter()
+                .map(|m| (m.container_id, m.host_id, m.length))
+                .collect::<Vec<_>>()
+        };
+        for (i, m) in config.mounts.iter().enumerate() {
+            if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+                continue;
+            }
+            if as_tuples(&m.uid_mappings) != sandbox.namespaces.uid_map
+                || as_tuples(&m.gid_mappings) != sandbox.namespaces.gid_map
+            {
+                return Err(ContainerError::Unsupported(format!(
+                    "config.mounts[{i}]: idmapped mounts with mappings other than the pod's are not supported"
+                )));
+            }
+            let host = Path::new(&m.host_path);
+            let target = dir.join("volumes").join(i.to_string());
+            let made = if host.is_dir() {
+                std::fs::create_dir_all(&target)
+            } else {
+                std::fs::create_dir_all(dir.join("volumes"))
+                    .and_then(|()| std::fs::File::create(&target).map(|_| ()))
+            };
+            made.and_then(|()| idmap::mount(host, &target, userns))
+                .map_err(|e| {
+                    ContainerError::Invalid(format!(
+                        "config.mounts[{i}]: idmapped mount of {:?}: {e}",
+                        m.host_path
+                    ))
+                })?;
+            let _ = id;
+            sources.insert(i, target);
+        }
+        Ok(sources)
+    }
+
+    /// The container's PID namespace from its namespace options.
+    fn pid_namespace(
+        &self,
+        sc: &cri::LinuxContainerSecurityContext,
+        sandbox: &SandboxRecord,
+    ) -> Result<(spec::PidNamespace, bool), ContainerError> {
+        let ns = sc.namespace_options.clone().unwrap_or_default();
+        let field = "config.linux.security_context.namespace_options";
+        match cri::NamespaceMode::try_from(ns.pid).unwrap_or(cri::NamespaceMode::Container) {
+            cri::NamespaceMode::Container => Ok((spec::PidNamespace::Own, false)),
+            cri::NamespaceMode::Node => Ok((spec::PidNamespace::Host, true)),
+            // POD (also the value of an unset field) in a pod without a
+            // pod-wide PID namespace has nothing to share: the container
+            // gets its own, as it would beside containerd's pause.
+            cri::NamespaceMode::Pod => match &sandbox.namespaces.pid {
+                Some(pin) => Ok((spec::PidNamespace::Join(pin.clone()), true)),
+                None => Ok((spec::PidNamespace::Own, false)),
+            },
+            cri::NamespaceMode::Target => {
+                let target = self.get(&ns.target_id).map_err(|_| {
+                    ContainerError::Invalid(format!(
+                        "{field}.target_id {:?} is not a container",
+                        ns.target_id
+                    ))
+                })?;
+                if target.state != ContainerState::Running {
+                    return Err(ContainerError::Precondition(format!(
+                        "{field}.target_id: container {} is not running",
+                        target.id
+                    )));
+                }
+                let path = PathBuf::from(format!("/proc/{}/ns/pid", target.init_pid));
+                Ok((spec::PidNamespace::Join(path), true))
+            }
+        }
+    }
+}
