@@ -159,3 +159,52 @@ async fn a_failing_plugin_is_named_and_rolled_back() {
         .count();
     assert_eq!(left, 0, "the failed pod left nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_status_decides_network_readiness() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("cni-bin");
+    let net_d = dir.path().join("net.d");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&net_d).unwrap();
+    // A CNI 1.1 plugin that is not ready yet.
+    let plugin = bin.join("waiting");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = STATUS ]; then\n  echo '{\"cniVersion\": \"1.1.0\", \"code\": 50, \"msg\": \"waiting for the cluster network\"}'\n  exit 1\nfi\necho '{\"cniVersion\": \"1.1.0\"}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        net_d.join("10-waiting.conflist"),
+        json!({"cniVersion": "1.1.0", "name": "slow", "plugins": [{"type": "waiting"}]})
+            .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[network]\ncni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\"]\n",
+            net_d.display(),
+            bin.display()
+        ),
+    )
+    .unwrap();
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let status = daemon
+        .runtime()
+        .await
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let network = status.status.unwrap().conditions[1].clone();
+    assert!(!network.status, "{network:?}");
+    assert_eq!(network.reason, "NetworkPluginNotReady");
+    assert!(
+        network.message.contains("waiting for the cluster network")
+            && network.message.contains("\"waiting\""),
+        "{network:?}"
+    );
+}

@@ -76,6 +76,31 @@ pub fn del(
     first_error.map_or(Ok(()), Err)
 }
 
+/// CNI 1.1's STATUS: whether every plugin of the list can serve ADDs now.
+/// Lists of older versions have no STATUS and are taken as ready.
+pub fn status(list: &ConfigList, bin_dirs: &[PathBuf]) -> Result<(), CniError> {
+    if !version_at_least(&list.cni_version, (1, 1)) {
+        return Ok(());
+    }
+    let att = Attachment {
+        container_id: String::new(),
+        netns: PathBuf::new(),
+        ifname: String::new(),
+        args: Vec::new(),
+        capabilities: Map::new(),
+    };
+    for plugin in &list.plugins {
+        run(list, plugin, bin_dirs, &att, "STATUS", None)?;
+    }
+    Ok(())
+}
+
+fn version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 /// The addresses of a result (CNI 0.3+: `ips[].address` as CIDRs).
 pub fn result_ips(result: &Value) -> Vec<IpAddr> {
     result["ips"]
@@ -283,5 +308,11 @@ mod tests {
     fn missing_plugins_are_named() {
         let err = add(&list(), &[PathBuf::from("/nonexistent")], &attachment()).unwrap_err();
         assert!(err.to_string().contains("\"bridge\""), "{err}");
+        // STATUS exists from CNI 1.1 on; older lists are ready as they are.
+        assert!(status(&list(), &[PathBuf::from("/nonexistent")]).is_ok());
+        let mut newer = list();
+        newer.cni_version = "1.1.0".into();
+        assert!(status(&newer, &[PathBuf::from("/nonexistent")]).is_err());
+        assert!(version_at_least("1.1.0", (1, 1)) && !version_at_least("0.4.0", (1, 1)));
     }
 }

@@ -29,11 +29,19 @@ pub struct Readiness {
 pub fn readiness(config: &NetworkSection) -> Readiness {
     match cni_config::load_first(&config.cni_conf_dir) {
         Ok(Some(list)) => match list.missing_plugins(&config.cni_bin_dirs).as_slice() {
-            [] => Readiness {
-                ready: true,
-                reason: String::new(),
-                message: String::new(),
-                provider: format!("cni:{}", list.name),
+            [] => match cni::status(&list, &config.cni_bin_dirs) {
+                Ok(()) => Readiness {
+                    ready: true,
+                    reason: String::new(),
+                    message: String::new(),
+                    provider: format!("cni:{}", list.name),
+                },
+                Err(e) => Readiness {
+                    ready: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!("CNI network {:?}: {e}", list.name),
+                    provider: format!("cni:{}", list.name),
+                },
             },
             missing => Readiness {
                 ready: false,
