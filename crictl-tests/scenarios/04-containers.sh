@@ -29,14 +29,15 @@ state=$(json_get "$info" 'd["status"]["state"]')
 case $state in 1 | CONTAINER_RUNNING) ;; *) fail "state $state" ;; esac
 crictl update --memory 134217728 "$cid" >/dev/null
 info=$(crictl inspect -o json "$cid")
-limit=$(json_get "$info" 'd["status"]["resources"]["linux"]["memory_limit_in_bytes"]')
+# crictl prints protobuf JSON names (camelCase), criusctl the proto field names.
+limit=$(json_get "$info" 'd["status"]["resources"]["linux"].get("memoryLimitInBytes", d["status"]["resources"]["linux"].get("memory_limit_in_bytes"))')
 [ "$limit" = 134217728 ] || fail "update: memory limit $limit"
 
 crictl stop "$cid" >/dev/null
 info=$(crictl inspect -o json "$cid")
 state=$(json_get "$info" 'd["status"]["state"]')
 case $state in 2 | CONTAINER_EXITED) ;; *) fail "state after stop $state" ;; esac
-[ "$(json_get "$info" 'd["status"]["exit_code"]')" = 137 ] || fail "exit code: $info"
+[ "$(json_get "$info" 'd["status"].get("exitCode", d["status"].get("exit_code"))')" = 137 ] || fail "exit code: $info"
 crictl rm "$cid" >/dev/null
 [ -z "$(crictl ps -a -q)" ] || fail "container still listed after rm"
 crictl rmp -f "$pod" >/dev/null
