@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod error;
 pub mod handlers;
 pub mod idmap;
+pub mod ids;
 pub mod image;
 pub mod network;
 pub mod runtime;

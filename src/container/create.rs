@@ -50,7 +50,7 @@ impl Containers {
                 ))
             })?;
         let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
-        let id = crate::sandbox::new_id();
+        let id = crate::ids::new_id();
         {
             let mut names = self.names.lock().expect("container names");
             if let Some(existing) = names.get(&name) {

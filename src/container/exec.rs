@@ -39,7 +39,7 @@ pub async fn exec_sync(
         id: record.id.clone(),
         reason,
     };
-    let tag = &crate::sandbox::new_id()[..12];
+    let tag = &crate::ids::new_id()[..12];
     let dir = &record.dir;
     let process_file = dir.join(format!("exec-{tag}.json"));
     let pid_file = dir.join(format!("exec-{tag}.pid"));

@@ -32,6 +32,7 @@ use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::HandlerInfo;
 use crate::idmap;
+use crate::ids::Lookup;
 use crate::image::{ImageError, Images};
 use crate::sandbox::SandboxRecord;
 use crate::store::{Store, StoreError, Table};
@@ -296,17 +297,10 @@ impl Containers {
         if id.is_empty() {
             return Err(ContainerError::Invalid("container_id is empty".into()));
         }
-        let records = self.records.read().expect("containers");
-        if let Some(record) = records.get(id) {
-            return Ok(record.clone());
-        }
-        let mut matches = records
-            .range(id.to_string()..)
-            .take_while(|(k, _)| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some((_, record)), None) => Ok(record.clone()),
-            (Some(_), Some(_)) => Err(ContainerError::Ambiguous(id.to_string())),
-            (None, _) => Err(ContainerError::NotFound(id.to_string())),
+        match crate::ids::by_prefix(&self.records.read().expect("containers"), id) {
+            Lookup::Found(record) => Ok(record.clone()),
+            Lookup::Ambiguous => Err(ContainerError::Ambiguous(id.to_string())),
+            Lookup::Missing => Err(ContainerError::NotFound(id.to_string())),
         }
     }
 

@@ -19,6 +19,7 @@ mod plan;
 
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
+use crate::ids::Lookup;
 use crate::network::pod::{NetworkPlan, PodNetwork};
 use crate::store::{Store, StoreError, Table};
 use namespaces::{Namespaces, PinRequest};
@@ -222,7 +223,7 @@ impl Sandboxes {
         network: Option<NetworkPlan>,
     ) -> Result<SandboxRecord, SandboxError> {
         let plan = Plan::of(&config)?;
-        let id = new_id();
+        let id = crate::ids::new_id();
         {
             let mut names = self.names.lock().expect("sandbox names");
             if let Some(existing) = names.get(&plan.name) {
@@ -326,17 +327,10 @@ impl Sandboxes {
         if id.is_empty() {
             return Err(SandboxError::Invalid("pod_sandbox_id is empty".into()));
         }
-        let records = self.records.read().expect("sandboxes");
-        if let Some(record) = records.get(id) {
-            return Ok(record.clone());
-        }
-        let mut matches = records
-            .range(id.to_string()..)
-            .take_while(|(k, _)| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some((_, record)), None) => Ok(record.clone()),
-            (Some(_), Some(_)) => Err(SandboxError::Ambiguous(id.to_string())),
-            (None, _) => Err(SandboxError::NotFound(id.to_string())),
+        match crate::ids::by_prefix(&self.records.read().expect("sandboxes"), id) {
+            Lookup::Found(record) => Ok(record.clone()),
+            Lookup::Ambiguous => Err(SandboxError::Ambiguous(id.to_string())),
+            Lookup::Missing => Err(SandboxError::NotFound(id.to_string())),
         }
     }
 
@@ -493,20 +487,6 @@ fn kill_pause_in(dir: &Path) {
     }
 }
 
-/// 64 random hex digits, as container ids look.
-pub fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        // Never reached on Linux; still unique enough within one boot.
-        let t = crate::time::now_nanos() as u128;
-        bytes[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    hex::encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,12 +520,5 @@ mod tests {
             "\"security_context\": {\"namespace_options\": {\"pid\": 1, \"network\": 2}}";
         assert!(err(format!("{{{base}, \"linux\": {{{host_net}, \"sysctls\": {{\"net.ipv4.ip_forward\": \"1\"}}}}}}")).contains("host's"));
         assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1}}}}, \"sysctls\": {{\"vm.swappiness\": \"1\"}}}}}}")).contains("not a namespaced sysctl"));
-    }
-
-    #[test]
-    fn ids_are_64_hex() {
-        let (a, b) = (new_id(), new_id());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
     }
 }

@@ -343,13 +343,7 @@ pub async fn ps(settings: &Settings, args: PsArgs) -> anyhow::Result<()> {
         Some("unknown") => Some(cri::ContainerState::ContainerUnknown),
         Some(other) => bail!("--state {other:?}: use created, running, exited or unknown"),
     };
-    let mut label_selector = std::collections::HashMap::new();
-    for label in &args.label {
-        let (k, v) = label
-            .split_once('=')
-            .with_context(|| format!("--label {label:?} is not key=value"))?;
-        label_selector.insert(k.to_string(), v.to_string());
-    }
+    let label_selector = crate::label_selector(&args.label)?;
     let filter = cri::ContainerFilter {
         id: args.id.clone(),
         state: state.map(|s| cri::ContainerStateValue { state: s as i32 }),

@@ -119,6 +119,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--label key=value` flags as a CRI label selector.
+pub fn label_selector(
+    labels: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    labels
+        .iter()
+        .map(|label| {
+            let (k, v) = label
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--label {label:?} is not key=value"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// Prints the error chain; a gRPC status as `Code: message`.
 fn fail(error: anyhow::Error) -> ExitCode {
     let mut parts = Vec::new();

@@ -150,13 +150,7 @@ pub async fn pods(settings: &Settings, args: PodsArgs) -> anyhow::Result<()> {
         Some("notready") => Some(cri::PodSandboxState::SandboxNotready),
         Some(other) => bail!("--state {other:?}: use ready or notready"),
     };
-    let mut label_selector = std::collections::HashMap::new();
-    for label in &args.label {
-        let (k, v) = label
-            .split_once('=')
-            .with_context(|| format!("--label {label:?} is not key=value"))?;
-        label_selector.insert(k.to_string(), v.to_string());
-    }
+    let label_selector = crate::label_selector(&args.label)?;
     let filter = cri::PodSandboxFilter {
         id: args.id.clone(),
         state: state.map(|s| cri::PodSandboxStateValue { state: s as i32 }),
