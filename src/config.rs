@@ -70,6 +70,19 @@ pub struct HandlerConfig {
 pub struct NetworkSection {
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dirs: Vec<PathBuf>,
+    pub builtin: BuiltinNetworkSection,
+}
+
+/// crius's own bridge network, for nodes without a CNI config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinNetworkSection {
+    pub enabled: bool,
+    pub bridge: String,
+    /// At most one IPv4 and one IPv6 subnet.
+    pub subnets: Vec<ipnet::IpNet>,
+    pub mtu: u32,
+    pub masquerade: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +224,51 @@ impl Config {
                 "network.cni_bin_dirs",
                 "at least one directory is needed".into(),
             ));
+        }
+        self.network
+            .builtin
+            .validate()
+            .map_err(|(key, message)| bad(&format!("network.builtin.{key}"), message))
+    }
+}
+
+impl BuiltinNetworkSection {
+    /// (key, problem) for a value the built-in network cannot use.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let name = &self.bridge;
+        if name.is_empty()
+            || name.len() > 15
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err((
+                "bridge",
+                format!("{name:?} is not an interface name (1-15 of a-z, 0-9, -, _, .)"),
+            ));
+        }
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(("mtu", format!("{} is not between 576 and 65535", self.mtu)));
+        }
+        let (v4, v6): (Vec<&ipnet::IpNet>, Vec<_>) =
+            self.subnets.iter().partition(|s| s.addr().is_ipv4());
+        if v4.len() > 1 || v6.len() > 1 {
+            return Err((
+                "subnets",
+                "at most one IPv4 and one IPv6 subnet".to_string(),
+            ));
+        }
+        if self.enabled && self.subnets.is_empty() {
+            return Err(("subnets", "at least one subnet is needed".to_string()));
+        }
+        for subnet in &self.subnets {
+            let max = if subnet.addr().is_ipv4() { 29 } else { 125 };
+            if subnet.prefix_len() > max {
+                return Err((
+                    "subnets",
+                    format!("{subnet} is too small for pods (prefix at most /{max})"),
+                ));
+            }
         }
         Ok(())
     }

@@ -268,30 +268,16 @@ fn pin(source: &str, target: &Path) -> Result<(), String> {
     .map_err(|e| format!("pinning {source} at {}: {e}", target.display()))
 }
 
-/// `ip link set lo up`, with an ioctl on a throwaway socket.
+/// `ip link set lo up`, through netlink in the new network namespace.
 fn loopback_up() -> Result<(), String> {
-    // SAFETY: plain syscalls on a socket we own, with a zeroed ifreq.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        let mut result = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        if result == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            result = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-        }
-        let error = std::io::Error::last_os_error();
-        libc::close(fd);
-        if result != 0 {
-            return Err(format!("bringing lo up: {error}"));
-        }
-    }
-    Ok(())
+    use crius::network::netlink::Netlink;
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let lo = nl
+        .link_index("lo")
+        .map_err(|e| format!("finding lo: {e}"))?
+        .ok_or("the new network namespace has no lo")?;
+    nl.set_up(lo, None)
+        .map_err(|e| format!("bringing lo up: {e}"))
 }
 
 fn main() -> ExitCode {

@@ -1,48 +1,121 @@
-//! A pod's attachment to its CNI network: what RunPodSandbox sets up and
-//! StopPodSandbox tears down.
+//! A pod's attachment to its network (a CNI network or the built-in
+//! bridge): what RunPodSandbox sets up and StopPodSandbox tears down.
 //!
-//! Invariant: everything DEL needs (the network config list as it was at ADD,
-//! the plugin dirs, the arguments and the ADD result) is kept in the sandbox
-//! record, so teardown works after the config dir changed or criusd
-//! restarted.
+//! Invariant: everything teardown needs is kept in the sandbox record (for
+//! CNI: the network config list as it was at ADD, the plugin dirs, the
+//! arguments and the ADD result), so it works after the config changed or
+//! criusd restarted.
 
+use super::bridge::{BridgeAttachment, BridgeError, BridgeNetwork};
 use super::cni::{self, Attachment, CniError};
 use super::cni_config::ConfigList;
+use super::iptables::HostPort;
 use crate::cri;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The network a new pod joins.
-pub struct NetworkPlan {
-    pub list: ConfigList,
-    pub bin_dirs: Vec<PathBuf>,
-    /// Pod CIDRs from UpdateRuntimeConfig (the `ipRanges` capability).
-    pub pod_cidrs: Vec<String>,
+pub enum NetworkPlan {
+    Cni {
+        list: ConfigList,
+        bin_dirs: Vec<PathBuf>,
+        /// Pod CIDRs from UpdateRuntimeConfig (the `ipRanges` capability).
+        pod_cidrs: Vec<String>,
+    },
+    Builtin {
+        network: Arc<BridgeNetwork>,
+        subnets: Vec<IpNet>,
+    },
 }
 
 /// A pod's attachment, as stored in its sandbox record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodNetwork {
-    pub list: Value,
-    pub bin_dirs: Vec<PathBuf>,
-    pub args: Vec<(String, String)>,
-    pub capabilities: Map<String, Value>,
-    pub result: Value,
     /// Primary first.
     pub ips: Vec<String>,
-    /// DEL has succeeded.
+    /// Teardown has succeeded.
     #[serde(default)]
     pub detached: bool,
+    #[serde(flatten)]
+    pub provider: Provider,
 }
 
-/// CNI ADD for a pod; on failure whatever the plugins made is deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Provider {
+    Builtin {
+        builtin: BridgeAttachment,
+    },
+    Cni {
+        list: Value,
+        bin_dirs: Vec<PathBuf>,
+        args: Vec<(String, String)>,
+        capabilities: Map<String, Value>,
+        result: Value,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Cni(#[from] CniError),
+    #[error(transparent)]
+    Builtin(#[from] BridgeError),
+    #[error("port_mappings[{index}]: {reason}")]
+    BadPort { index: usize, reason: String },
+}
+
+impl NetworkError {
+    /// The caller's mistake (a bad or taken host port), not the node's.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(self, NetworkError::BadPort { .. })
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, NetworkError::Builtin(e) if e.is_port_conflict())
+    }
+}
+
+/// Sets a pod up on its network; on failure whatever was made is undone.
 pub fn attach(
     plan: &NetworkPlan,
     sandbox_id: &str,
     netns: &Path,
     config: &cri::PodSandboxConfig,
-) -> Result<PodNetwork, CniError> {
+) -> Result<PodNetwork, NetworkError> {
+    match plan {
+        NetworkPlan::Cni {
+            list,
+            bin_dirs,
+            pod_cidrs,
+        } => attach_cni(list, bin_dirs, pod_cidrs, sandbox_id, netns, config),
+        NetworkPlan::Builtin { network, subnets } => {
+            let ports = host_ports(config)?;
+            let builtin = network.attach(sandbox_id, netns, subnets, &ports)?;
+            Ok(PodNetwork {
+                ips: builtin
+                    .addresses
+                    .iter()
+                    .map(|a| a.addr().to_string())
+                    .collect(),
+                detached: false,
+                provider: Provider::Builtin { builtin },
+            })
+        }
+    }
+}
+
+fn attach_cni(
+    list: &ConfigList,
+    bin_dirs: &[PathBuf],
+    pod_cidrs: &[String],
+    sandbox_id: &str,
+    netns: &Path,
+    config: &cri::PodSandboxConfig,
+) -> Result<PodNetwork, NetworkError> {
     let meta = config.metadata.clone().unwrap_or_default();
     let attachment = Attachment {
         container_id: sandbox_id.to_string(),
@@ -54,43 +127,102 @@ pub fn attach(
             ("K8S_POD_INFRA_CONTAINER_ID".into(), sandbox_id.to_string()),
             ("K8S_POD_UID".into(), meta.uid),
         ],
-        capabilities: capabilities(config, &plan.pod_cidrs),
+        capabilities: capabilities(config, pod_cidrs),
     };
-    match cni::add(&plan.list, &plan.bin_dirs, &attachment) {
+    match cni::add(list, bin_dirs, &attachment) {
         Ok(result) => Ok(PodNetwork {
-            list: cni::list_to_value(&plan.list),
-            bin_dirs: plan.bin_dirs.clone(),
             ips: cni::result_ips(&result)
                 .iter()
                 .map(|ip| ip.to_string())
                 .collect(),
-            args: attachment.args,
-            capabilities: attachment.capabilities,
-            result,
             detached: false,
+            provider: Provider::Cni {
+                list: cni::list_to_value(list),
+                bin_dirs: bin_dirs.to_vec(),
+                args: attachment.args,
+                capabilities: attachment.capabilities,
+                result,
+            },
         }),
         Err(e) => {
-            let _ = cni::del(&plan.list, &plan.bin_dirs, &attachment, None);
-            Err(e)
+            let _ = cni::del(list, bin_dirs, &attachment, None);
+            Err(e.into())
         }
     }
 }
 
-/// CNI DEL (idempotent: plugins treat a missing attachment as success).
-/// `netns` is `None` when the namespace is gone (after a reboot): the
-/// plugins still release addresses.
-pub fn detach(net: &PodNetwork, sandbox_id: &str, netns: Option<&Path>) -> Result<(), CniError> {
-    let Some(list) = cni::list_from_value(&net.list) else {
-        return Ok(());
-    };
-    let attachment = Attachment {
-        container_id: sandbox_id.to_string(),
-        netns: netns.map(Path::to_path_buf).unwrap_or_default(),
-        ifname: "eth0".into(),
-        args: net.args.clone(),
-        capabilities: net.capabilities.clone(),
-    };
-    cni::del(&list, &net.bin_dirs, &attachment, Some(&net.result))
+/// Tears a pod's network down (idempotent). `netns` is `None` when the
+/// namespace is gone (after a reboot): addresses are still released.
+/// `builtin` is this criusd's bridge network, which holds host ports.
+pub fn detach(
+    net: &PodNetwork,
+    sandbox_id: &str,
+    netns: Option<&Path>,
+    builtin: &BridgeNetwork,
+) -> Result<(), NetworkError> {
+    match &net.provider {
+        Provider::Builtin { builtin: attached } => Ok(builtin.detach(attached, sandbox_id)?),
+        Provider::Cni {
+            list,
+            bin_dirs,
+            args,
+            capabilities,
+            result,
+        } => {
+            let Some(list) = cni::list_from_value(list) else {
+                return Ok(());
+            };
+            let attachment = Attachment {
+                container_id: sandbox_id.to_string(),
+                netns: netns.map(Path::to_path_buf).unwrap_or_default(),
+                ifname: "eth0".into(),
+                args: args.clone(),
+                capabilities: capabilities.clone(),
+            };
+            Ok(cni::del(&list, bin_dirs, &attachment, Some(result))?)
+        }
+    }
+}
+
+/// The pod's host ports for the built-in network, checked.
+fn host_ports(config: &cri::PodSandboxConfig) -> Result<Vec<HostPort>, NetworkError> {
+    let mut ports = Vec::new();
+    for (index, p) in config.port_mappings.iter().enumerate() {
+        let bad = |reason: String| NetworkError::BadPort { index, reason };
+        if p.host_port == 0 {
+            continue;
+        }
+        let host_port = u16::try_from(p.host_port)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("host_port {} is not a port", p.host_port)))?;
+        let container_port = u16::try_from(p.container_port)
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad(format!("container_port {} is not a port", p.container_port)))?;
+        let host_ip = match p.host_ip.as_str() {
+            "" => None,
+            ip => Some(
+                ip.parse()
+                    .map_err(|_| bad(format!("host_ip {ip:?} is not an IP address")))?,
+            ),
+        };
+        ports.push(HostPort {
+            protocol: protocol_name(p.protocol).into(),
+            host_ip,
+            host_port,
+            container_port,
+        });
+    }
+    Ok(ports)
+}
+
+fn protocol_name(protocol: i32) -> &'static str {
+    match cri::Protocol::try_from(protocol) {
+        Ok(cri::Protocol::Udp) => "udp",
+        Ok(cri::Protocol::Sctp) => "sctp",
+        _ => "tcp",
+    }
 }
 
 /// `portMappings` (host ports), `bandwidth` (kubelet's annotations) and
@@ -102,11 +234,7 @@ fn capabilities(config: &cri::PodSandboxConfig, pod_cidrs: &[String]) -> Map<Str
         .iter()
         .filter(|p| p.host_port > 0)
         .map(|p| {
-            let protocol = match cri::Protocol::try_from(p.protocol) {
-                Ok(cri::Protocol::Udp) => "udp",
-                Ok(cri::Protocol::Sctp) => "sctp",
-                _ => "tcp",
-            };
+            let protocol = protocol_name(p.protocol);
             let mut m = json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": protocol});
             if !p.host_ip.is_empty() {
                 m["hostIP"] = json!(p.host_ip);

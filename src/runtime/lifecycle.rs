@@ -38,10 +38,11 @@ impl Runtime {
         Ok(self.sandboxes.run(config, &handler, network)?)
     }
 
-    /// The CNI network a new pod joins: the first valid config list, read
-    /// now (so a config dropped in later is used at once). None for
-    /// host-network pods, and while no network is configured (the pod then
-    /// has only `lo`; Status says NetworkReady=false).
+    /// The network a new pod joins: the first valid CNI config list, read
+    /// now (so a config dropped in later is used at once), else the built-in
+    /// network. None for host-network pods, and while no network is
+    /// configured (the pod then has only `lo`; Status says
+    /// NetworkReady=false).
     fn network_plan(&self, config: &cri::PodSandboxConfig) -> Option<NetworkPlan> {
         let mode = config
             .linux
@@ -53,11 +54,16 @@ impl Runtime {
         if mode == cri::NamespaceMode::Node as i32 {
             return None;
         }
+        let pod_cidrs = self.pod_cidrs().unwrap_or_default();
         match crate::network::cni_config::load_first(&self.config.network.cni_conf_dir) {
-            Ok(Some(list)) => Some(NetworkPlan {
+            Ok(Some(list)) => Some(NetworkPlan::Cni {
                 list,
                 bin_dirs: self.config.network.cni_bin_dirs.clone(),
-                pod_cidrs: self.pod_cidrs().unwrap_or_default(),
+                pod_cidrs,
+            }),
+            Ok(None) if self.network.enabled() => Some(NetworkPlan::Builtin {
+                subnets: self.network.subnets(&pod_cidrs),
+                network: self.network.clone(),
             }),
             Ok(None) => None,
             Err(e) => {

@@ -16,6 +16,7 @@ use crate::handlers::Handlers;
 use crate::image::manifest::Platform;
 use crate::image::{ImageError, ImageOptions, Images};
 use crate::network;
+use crate::network::bridge::BridgeNetwork;
 use crate::sandbox::{SandboxError, Sandboxes};
 use crate::store::{Store, StoreError, Table};
 use std::collections::HashMap;
@@ -33,6 +34,8 @@ pub struct Runtime {
     pub images: Arc<Images>,
     pub sandboxes: Sandboxes,
     pub containers: Containers,
+    /// The built-in pod network (used while no CNI config exists).
+    pub network: Arc<BridgeNetwork>,
 }
 
 /// Why the runtime could not start.
@@ -82,7 +85,11 @@ impl Runtime {
             credentials_file: config.image.credentials_file.clone(),
         };
         let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
-        let sandboxes = Sandboxes::open(&config.state, store.clone())?;
+        let network = Arc::new(BridgeNetwork::new(
+            &config.network.builtin,
+            &config.root.join("network/ipam"),
+        ));
+        let sandboxes = Sandboxes::open(&config.state, store.clone(), network.clone())?;
         let containers = Containers::open(
             &config.state,
             store.clone(),
@@ -97,6 +104,7 @@ impl Runtime {
             images,
             sandboxes,
             containers,
+            network,
         })
     }
 
@@ -136,7 +144,11 @@ impl Runtime {
                 "no default handler",
             ),
         };
-        let net = network::readiness(&self.config.network);
+        let net = network::readiness(
+            &self.config.network,
+            &self.network,
+            &self.pod_cidrs().unwrap_or_default(),
+        );
         let network_ready = condition("NetworkReady", net.ready, &net.reason, &net.message);
 
         let features = |h: &crate::handlers::HandlerInfo| cri::RuntimeHandlerFeatures {
@@ -298,6 +310,7 @@ mod tests {
             },
         );
         config.network.cni_conf_dir = dir.join("no-cni");
+        config.network.builtin.enabled = false;
         Runtime::new(config, Store::open(dir).unwrap()).unwrap()
     }
 

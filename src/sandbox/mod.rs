@@ -20,7 +20,8 @@ mod plan;
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::ids::Lookup;
-use crate::network::pod::{NetworkPlan, PodNetwork};
+use crate::network::bridge::BridgeNetwork;
+use crate::network::pod::{NetworkError, NetworkPlan, PodNetwork, Provider};
 use crate::store::{Store, StoreError, Table};
 use namespaces::{Namespaces, PinRequest};
 use plan::Plan;
@@ -50,6 +51,8 @@ pub enum SandboxError {
     Io { id: String, reason: String },
     #[error("pod sandbox {id}: network teardown: {reason}")]
     Network { id: String, reason: String },
+    #[error("creating pod sandbox {name:?}: network: {source}")]
+    NetworkSetup { name: String, source: NetworkError },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -65,6 +68,13 @@ impl Classify for SandboxError {
             SandboxError::Create { .. }
             | SandboxError::Io { .. }
             | SandboxError::Network { .. } => ErrorKind::Internal,
+            SandboxError::NetworkSetup { source, .. } if source.is_invalid_request() => {
+                ErrorKind::InvalidArgument
+            }
+            SandboxError::NetworkSetup { source, .. } if source.is_conflict() => {
+                ErrorKind::AlreadyExists
+            }
+            SandboxError::NetworkSetup { .. } => ErrorKind::Internal,
             SandboxError::Store(e) => e.kind(),
         }
     }
@@ -188,12 +198,18 @@ pub struct Sandboxes {
     records: RwLock<BTreeMap<String, SandboxRecord>>,
     /// Names being created or existing, to their ids.
     names: Mutex<HashMap<String, String>>,
+    /// The built-in network, which tears down pods attached to it.
+    builtin: Arc<BridgeNetwork>,
 }
 
 impl Sandboxes {
     /// Loads the records and repairs what a crash or reboot left; `state` is
     /// the daemon's state dir.
-    pub fn open(state: &Path, store: Arc<Store>) -> Result<Sandboxes, SandboxError> {
+    pub fn open(
+        state: &Path,
+        store: Arc<Store>,
+        builtin: Arc<BridgeNetwork>,
+    ) -> Result<Sandboxes, SandboxError> {
         let root = state.join("sandboxes");
         std::fs::create_dir_all(&root).map_err(|e| SandboxError::Io {
             id: "-".into(),
@@ -206,11 +222,20 @@ impl Sandboxes {
             .values()
             .map(|r| (r.name.clone(), r.id.clone()))
             .collect();
+        builtin.restore(records.values().filter_map(|r| match &r.network {
+            Some(PodNetwork {
+                detached: false,
+                provider: Provider::Builtin { builtin },
+                ..
+            }) => Some((r.id.as_str(), builtin)),
+            _ => None,
+        }));
         Ok(Sandboxes {
             store,
             root,
             records: RwLock::new(records),
             names: Mutex::new(names),
+            builtin,
         })
     }
 
@@ -291,9 +316,13 @@ impl Sandboxes {
         // The network comes last: its undo (DEL) is the only one outside
         // the sandbox's dir.
         let pod_network = match (network, &namespaces.network) {
-            (Some(plan), Some(netns)) => Some(
-                crate::network::pod::attach(plan, id, netns, config)
-                    .map_err(|e| fail(format!("network: {e}")))?,
+            (Some(network), Some(netns)) => Some(
+                crate::network::pod::attach(network, id, netns, config).map_err(|source| {
+                    SandboxError::NetworkSetup {
+                        name: plan.name.clone(),
+                        source,
+                    }
+                })?,
             ),
             _ => None,
         };
@@ -311,7 +340,12 @@ impl Sandboxes {
         };
         if let Err(e) = self.store.put(Table::Sandboxes, id, &record) {
             if let Some(net) = &record.network {
-                let _ = crate::network::pod::detach(net, id, record.namespaces.network.as_deref());
+                let _ = crate::network::pod::detach(
+                    net,
+                    id,
+                    record.namespaces.network.as_deref(),
+                    &self.builtin,
+                );
             }
             return Err(e.into());
         }
@@ -351,7 +385,7 @@ impl Sandboxes {
         }
         if let Some(net) = record.network.as_mut().filter(|n| !n.detached) {
             let netns = record.namespaces.network.as_deref().filter(|p| p.exists());
-            crate::network::pod::detach(net, &record.id, netns).map_err(|e| {
+            crate::network::pod::detach(net, &record.id, netns, &self.builtin).map_err(|e| {
                 SandboxError::Network {
                     id: record.id.clone(),
                     reason: e.to_string(),
@@ -379,7 +413,7 @@ impl Sandboxes {
         namespaces::kill_pause(&record.namespaces);
         if let Some(net) = record.network.as_ref().filter(|n| !n.detached) {
             let netns = record.namespaces.network.as_deref().filter(|p| p.exists());
-            if let Err(e) = crate::network::pod::detach(net, &record.id, netns) {
+            if let Err(e) = crate::network::pod::detach(net, &record.id, netns, &self.builtin) {
                 tracing::warn!(id = %record.id, error = %e, "network teardown failed; removing the pod anyway");
             }
         }

@@ -233,10 +233,12 @@ fn spawn(dir: &Path, extra: &[&str]) -> Child {
         .unwrap();
     let mut cmd = Command::new(CRIUSD);
     if !extra.contains(&"--config") {
-        // An operator's /etc/crius/config.toml must not leak into tests.
+        // An operator's /etc/crius/config.toml must not leak into tests, and
+        // tests running side by side must not share the built-in network's
+        // bridge with separate address stores: tests of it configure their own.
         let config = dir.join("config.toml");
         if !config.exists() {
-            std::fs::write(&config, "").unwrap();
+            std::fs::write(&config, "[network.builtin]\nenabled = false\n").unwrap();
         }
         cmd.arg("--config").arg(config);
     }
