@@ -91,6 +91,52 @@ pub fn ensure_base(
     ensure_jump(family, "filter", "FORWARD", &["-j", &forward])
 }
 
+/// Removes the bridge's chains, the pods' chains they lead to, and the jumps
+/// to them. For tests and operators retiring a bridge; idempotent.
+pub fn remove_base(family: Family, bridge: &str) {
+    let ports = ports_chain(bridge);
+    let pods: Vec<String> = Command::new(family.tool())
+        .args(["-w", "5", "-t", "nat", "-S", &ports])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| line.split(" -j ").nth(1))
+                .map(|chain| chain.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let post = format!("CRIUS-POST-{bridge}");
+    let forward = format!("CRIUS-FWD-{bridge}");
+    let local = [
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        ports.as_str(),
+    ];
+    for (table, chain, rule) in [
+        ("nat", "PREROUTING", &local[..]),
+        ("nat", "OUTPUT", &local[..]),
+        ("nat", "POSTROUTING", &["-j", post.as_str()][..]),
+        ("filter", "FORWARD", &["-j", forward.as_str()][..]),
+    ] {
+        let mut delete = vec!["-t", table, "-D", chain];
+        delete.extend_from_slice(rule);
+        let _ = run(family, &delete);
+    }
+    let _ = run(family, &["-t", "nat", "-F", &ports]);
+    for chain in &pods {
+        let _ = run(family, &["-t", "nat", "-F", chain]);
+        let _ = run(family, &["-t", "nat", "-X", chain]);
+    }
+    for (table, chain) in [("nat", &ports), ("nat", &post), ("filter", &forward)] {
+        let _ = run(family, &["-t", table, "-F", chain]);
+        let _ = run(family, &["-t", table, "-X", chain]);
+    }
+}
+
 /// Adds a jump at the top of a built-in chain unless it is there.
 fn ensure_jump(family: Family, table: &str, chain: &str, rule: &[&str]) -> Result<(), String> {
     let mut check = vec!["-t", table, "-C", chain];

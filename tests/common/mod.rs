@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod net;
 pub mod pods;
 
 use crius::client;

@@ -47,18 +47,7 @@ impl Pod {
 
     pub async fn new_on(daemon: Daemon, pod: Value) -> Pod {
         let logs = daemon.dir.join("pod-logs");
-        let mut config = json!({
-            "metadata": {"name": "pod", "namespace": "default", "uid": "pod-uid", "attempt": 0},
-            "hostname": "test-pod",
-            "log_directory": logs,
-            "dns_config": {"servers": ["10.96.0.10"], "searches": ["svc.cluster.local"]},
-            "linux": {
-                "cgroup_parent": format!("/crius-test/{}", daemon.dir.file_name().unwrap().to_string_lossy()),
-                "security_context": {"namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
-            }
-        });
-        merge(&mut config, pod);
-        let config: cri::PodSandboxConfig = serde_json::from_value(config).unwrap();
+        let config = sandbox_config(&daemon, pod);
         for name in ["busybox", "config", "user-name"] {
             daemon.pull(&image(name), None).await.unwrap();
         }
@@ -81,9 +70,42 @@ impl Pod {
         }
     }
 
+    /// Another pod on this pod's daemon: the default config with `overlay`
+    /// (which should give it its own metadata name). Containers go in with
+    /// `create_in`; removing this pod's daemon cleans it up.
+    pub async fn sibling(&self, overlay: Value) -> Result<Sandbox, tonic::Status> {
+        let config = sandbox_config(&self.daemon, overlay);
+        let id = self
+            .daemon
+            .runtime()
+            .await
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        Ok(Sandbox { id, config })
+    }
+
     /// CreateContainer with `overlay` merged over a busybox container named
     /// `name` logging to `<name>.log`.
     pub async fn create(&self, name: &str, overlay: Value) -> Result<String, tonic::Status> {
+        let sandbox = Sandbox {
+            id: self.id.clone(),
+            config: self.config.clone(),
+        };
+        self.create_in(&sandbox, name, overlay).await
+    }
+
+    /// `create` in another sandbox of this daemon.
+    pub async fn create_in(
+        &self,
+        sandbox: &Sandbox,
+        name: &str,
+        overlay: Value,
+    ) -> Result<String, tonic::Status> {
         let mut config = json!({
             "metadata": {"name": name},
             "image": {"image": image("busybox")},
@@ -97,9 +119,9 @@ impl Pod {
             .runtime()
             .await
             .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: self.id.clone(),
+                pod_sandbox_id: sandbox.id.clone(),
                 config: Some(config),
-                sandbox_config: Some(self.config.clone()),
+                sandbox_config: Some(sandbox.config.clone()),
             })
             .await?
             .into_inner()
@@ -238,4 +260,28 @@ impl Pod {
             .await
             .unwrap();
     }
+}
+
+/// Another sandbox on a `Pod`'s daemon.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub id: String,
+    pub config: cri::PodSandboxConfig,
+}
+
+/// The tests' default sandbox config with `overlay` merged over it.
+fn sandbox_config(daemon: &Daemon, overlay: Value) -> cri::PodSandboxConfig {
+    let logs = daemon.dir.join("pod-logs");
+    let mut config = json!({
+        "metadata": {"name": "pod", "namespace": "default", "uid": "pod-uid", "attempt": 0},
+        "hostname": "test-pod",
+        "log_directory": logs,
+        "dns_config": {"servers": ["10.96.0.10"], "searches": ["svc.cluster.local"]},
+        "linux": {
+            "cgroup_parent": format!("/crius-test/{}", daemon.dir.file_name().unwrap().to_string_lossy()),
+            "security_context": {"namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
+        }
+    });
+    merge(&mut config, overlay);
+    serde_json::from_value(config).unwrap()
 }

@@ -1,0 +1,249 @@
+//! crius's built-in network (no CNI config): pods on the bridge reach each
+//! other over IPv4 and IPv6, host ports reach pods from loopback, addresses
+//! are leased without running out, a daemon crash between set-up and
+//! teardown leaks nothing, and a failed set-up leaves nothing behind.
+//! Traffic goes only to loopback and to the test's pods.
+
+mod common;
+
+use common::net::{BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of};
+use common::pods::{Pod, image};
+use crius::cri;
+use serde_json::json;
+use std::path::Path;
+use tonic::Code;
+
+/// A criusd config in `dir` with no CNI config and the built-in network on
+/// `bridge`, subnets 10.198.`n`.0/24 and fd98:0:0:`n`::/64.
+fn builtin_config(dir: &Path, bridge: &str, n: u8) {
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[network]\ncni_conf_dir = \"{}\"\n[network.builtin]\nbridge = \"{bridge}\"\nsubnets = [\"10.198.{n}.0/24\", \"fd98:0:0:{n}::/64\"]\n",
+            dir.join("net.d").display()
+        ),
+    )
+    .unwrap();
+}
+
+/// The addresses the daemon in `dir` has leased in its IPv4 subnet.
+fn leases(dir: &Path, n: u8) -> usize {
+    std::fs::read_dir(dir.join(format!("root/network/ipam/10.198.{n}.0_24")))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn builtin_network_connects_pods_and_host_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crb");
+    let _bridge = BridgeGuard(bridge.clone());
+    builtin_config(dir.path(), &bridge, 1);
+    let host_port = 20_000 + (std::process::id() % 10_000) as i32;
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let ready = network_ready(&daemon).await;
+    assert!(ready.status, "{ready:?}");
+
+    let mut pod = Pod::new_on(
+        daemon,
+        json!({"port_mappings": [{"protocol": 0, "container_port": 80, "host_port": host_port}]}),
+    )
+    .await;
+    pod.daemon.pull(&image("httpd"), None).await.unwrap();
+    pod.run("web", json!({"image": {"image": image("httpd")}}))
+        .await;
+    let (ip, additional) = pod_ips(&pod.daemon, &pod.id).await;
+    assert!(ip.starts_with("10.198.1."), "primary {ip:?}");
+    assert!(
+        additional.len() == 1 && additional[0].starts_with("fd98:0:0:1::"),
+        "{additional:?}"
+    );
+
+    // Another pod reaches the web pod by both addresses; DNS config is there.
+    let client = pod
+        .sibling(json!({"metadata": {"name": "client", "uid": "client-uid"}}))
+        .await
+        .unwrap();
+    let shell = pod
+        .create_in(&client, "shell", json!({"command": ["sleep", "3600"]}))
+        .await
+        .unwrap();
+    pod.start(&shell).await.unwrap();
+    for url in [
+        format!("http://{ip}/"),
+        format!("http://[{}]/", additional[0]),
+    ] {
+        let (code, out, err) = pod.exec(&shell, &["wget", "-qO-", &url]).await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "crius test page\n"),
+            "{url}: {err}"
+        );
+    }
+    let (_, resolv, _) = pod.exec(&shell, &["cat", "/etc/resolv.conf"]).await;
+    assert!(
+        resolv.contains("nameserver 10.96.0.10") && resolv.contains("search svc.cluster.local"),
+        "{resolv}"
+    );
+
+    // The host port answers on loopback, and from the pod itself (hairpin).
+    let page = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
+    assert_eq!(page, "crius test page\n");
+    let gateway = format!("http://10.198.1.1:{host_port}/");
+    let (code, out, err) = pod.exec(&shell, &["wget", "-qO-", &gateway]).await;
+    assert_eq!((code, out.as_str()), (0, "crius test page\n"), "{err}");
+
+    // A host-network pod sees the node's interfaces, this bridge among them.
+    let node = pod
+        .sibling(json!({
+            "metadata": {"name": "node", "uid": "node-uid"},
+            "linux": {"security_context": {"namespace_options": {"network": 2, "pid": 1}}}
+        }))
+        .await
+        .unwrap();
+    let (node_ip, _) = pod_ips(&pod.daemon, &node.id).await;
+    assert_eq!(node_ip, "", "host-network pods get no pod address");
+    let lister = pod
+        .create_in(&node, "links", json!({"command": ["sleep", "3600"]}))
+        .await
+        .unwrap();
+    pod.start(&lister).await.unwrap();
+    let (_, links, _) = pod.exec(&lister, &["ip", "-o", "link"]).await;
+    assert!(links.contains(&format!(": {bridge}:")), "{links}");
+
+    // A second pod asking for the same host port is refused and rolled back.
+    assert_eq!(ports_of(&bridge).len(), 2);
+    let taken = pod
+        .sibling(json!({
+            "metadata": {"name": "taken", "uid": "taken-uid"},
+            "port_mappings": [{"protocol": 0, "container_port": 80, "host_port": host_port}]
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    assert!(
+        taken
+            .message()
+            .contains(&format!("host port {host_port}/tcp")),
+        "{taken:?}"
+    );
+    assert_eq!(
+        ports_of(&bridge).len(),
+        2,
+        "no veth left by the refused pod"
+    );
+    assert_eq!(
+        leases(dir.path(), 1),
+        2,
+        "no address left by the refused pod"
+    );
+    let sandboxes = std::fs::read_dir(dir.path().join("state/sandboxes"))
+        .unwrap()
+        .count();
+    assert_eq!(sandboxes, 3, "no netns or dir left by the refused pod");
+
+    // Teardown needs only the record: it works after a crash and restart.
+    pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    pod.daemon = common::Daemon::start_in(dir.path(), &[]);
+    for id in [&pod.id, &client.id, &node.id] {
+        let runtime = pod.daemon.runtime().await;
+        let mut runtime = runtime;
+        runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .unwrap();
+        runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+    assert!(ports_of(&bridge).is_empty(), "veths are gone");
+    assert_eq!(leases(dir.path(), 1), 0, "addresses are released");
+    let rules = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S", &format!("CRIUS-PORTS-{bridge}")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&rules.stdout).trim(),
+        format!("-N CRIUS-PORTS-{bridge}"),
+        "the host port rules are gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_network_leases_300_pods_in_a_slash_24() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crc");
+    let _bridge = BridgeGuard(bridge.clone());
+    builtin_config(dir.path(), &bridge, 2);
+    let daemon = std::sync::Arc::new(common::Daemon::start_in(dir.path(), &[]));
+    // Two workers, so pods come and go side by side; a /24 holds 253.
+    let workers: Vec<_> = (0..2)
+        .map(|worker| {
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut runtime = daemon.runtime().await;
+                for i in 0..150 {
+                    let config: cri::PodSandboxConfig = serde_json::from_value(json!({
+                        "metadata": {"name": format!("p{worker}-{i}"), "namespace": "default", "uid": format!("u{worker}-{i}")},
+                        "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+                    }))
+                    .unwrap();
+                    let id = runtime
+                        .run_pod_sandbox(cri::RunPodSandboxRequest {
+                            config: Some(config),
+                            runtime_handler: String::new(),
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("pod {i} of worker {worker}: {e:?}"))
+                        .into_inner()
+                        .pod_sandbox_id;
+                    let (ip, _) = pod_ips(&daemon, &id).await;
+                    assert!(ip.starts_with("10.198.2."), "{ip:?}");
+                    seen.push(ip);
+                    runtime
+                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                            pod_sandbox_id: id.clone(),
+                        })
+                        .await
+                        .unwrap();
+                    runtime
+                        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                        .await
+                        .unwrap();
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    assert_eq!(all.len(), 300);
+    // Round-robin: the first 200 leases (fewer than the subnet holds) are
+    // all different addresses.
+    let mut first: Vec<_> = all
+        .iter()
+        .take(100)
+        .chain(all.iter().skip(150).take(100))
+        .collect();
+    first.sort();
+    first.dedup();
+    assert_eq!(first.len(), 200, "no address was handed out twice");
+    assert_eq!(leases(dir.path(), 2), 0);
+    assert!(ports_of(&bridge).is_empty());
+}
