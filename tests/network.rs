@@ -1,30 +1,20 @@
-//! Pod networking through CNI with Debian's plugins (bridge, host-local):
-//! pods get addresses, serve traffic on them, keep what DEL needs across a
-//! daemon restart, and failed plugins roll back.
+//! Pod networking through CNI with Debian's plugins (bridge, host-local,
+//! portmap): pods get addresses, reach each other, serve host ports on
+//! loopback, keep what DEL needs across a daemon restart, and failed plugins
+//! roll back. Traffic goes only to loopback and to the test's pods.
 
 mod common;
 
+use common::net::{BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of};
 use common::pods::{Pod, image};
 use crius::cri;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::path::Path;
-use std::time::Duration;
 use tonic::Code;
 
-/// Deletes the test's bridge even when the test fails.
-struct BridgeGuard(String);
-
-impl Drop for BridgeGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .output();
-    }
-}
-
-/// A criusd config and CNI network (bridge `name`, subnet 10.199.`n`.0/24) in
-/// `dir`.
-fn network_config(dir: &Path, bridge: &str, n: u8, plugin: &str) {
+/// A criusd config and CNI network (bridge `name`, subnet 10.199.`n`.0/24,
+/// then `more` plugins) in `dir`.
+fn network_config(dir: &Path, bridge: &str, n: u8, plugin: &str, more: &[Value]) {
     let net_d = dir.join("net.d");
     std::fs::create_dir_all(&net_d).unwrap();
     std::fs::write(
@@ -32,7 +22,7 @@ fn network_config(dir: &Path, bridge: &str, n: u8, plugin: &str) {
         format!("[network]\ncni_conf_dir = \"{}\"\n", net_d.display()),
     )
     .unwrap();
-    let list = json!({
+    let mut list = json!({
         "cniVersion": "1.0.0",
         "name": "crius-test",
         "plugins": [{
@@ -47,25 +37,13 @@ fn network_config(dir: &Path, bridge: &str, n: u8, plugin: &str) {
             }
         }]
     });
+    let plugins = list["plugins"].as_array_mut().unwrap();
+    plugins.extend(more.iter().cloned());
     std::fs::write(net_d.join("10-test.conflist"), list.to_string()).unwrap();
 }
 
 async fn pod_ip(pod: &Pod) -> String {
-    pod.daemon
-        .runtime()
-        .await
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .network
-        .unwrap()
-        .ip
+    pod_ips(&pod.daemon, &pod.id).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,23 +51,20 @@ async fn pod_ip(pod: &Pod) -> String {
 async fn cni_pods_get_addresses_that_serve() {
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
-    let bridge = format!("crt{}", std::process::id() % 100_000);
+    let bridge = bridge_name("crt");
     let _bridge = BridgeGuard(bridge.clone());
-    network_config(dir.path(), &bridge, 1, "bridge");
+    let portmap = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+    network_config(dir.path(), &bridge, 1, "bridge", &[portmap]);
+    let host_port = 30_000 + (std::process::id() % 10_000) as i32;
     let daemon = common::Daemon::start_in(dir.path(), &[]);
-    let mut pod = Pod::new_on(daemon, json!({})).await;
+    let mut pod = Pod::new_on(
+        daemon,
+        json!({"port_mappings": [{"protocol": 0, "container_port": 80, "host_port": host_port}]}),
+    )
+    .await;
     let ip = pod_ip(&pod).await;
     assert!(ip.starts_with("10.199.1."), "pod IP {ip:?}");
-    // Status says the network is ready.
-    let status = pod
-        .daemon
-        .runtime()
-        .await
-        .status(cri::StatusRequest { verbose: false })
-        .await
-        .unwrap()
-        .into_inner();
-    let ready = status.status.unwrap().conditions[1].clone();
+    let ready = network_ready(&pod.daemon).await;
     assert!(ready.status, "{ready:?}");
 
     // A web server in the pod answers on the pod's address.
@@ -99,17 +74,27 @@ async fn cni_pods_get_addresses_that_serve() {
         .await;
     let (_, out, _) = pod.exec(&web, &["ip", "-4", "addr", "show", "eth0"]).await;
     assert!(out.contains(&ip), "{out}");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!("http://{ip}:80/");
-    let mut body = String::new();
-    for _ in 0..50 {
-        if let Ok(resp) = reqwest::get(&url).await {
-            body = resp.text().await.unwrap_or_default();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(body, "crius test page\n");
+    assert_eq!(
+        http_get(&format!("http://{ip}:80/")).await,
+        "crius test page\n"
+    );
+    // portmap's host port answers on loopback.
+    let page = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
+    assert_eq!(page, "crius test page\n");
+    // Another pod on the network reaches it by its address.
+    let client = pod
+        .sibling(json!({"metadata": {"name": "client", "uid": "client-uid"}}))
+        .await
+        .unwrap();
+    let shell = pod
+        .create_in(&client, "shell", json!({"command": ["sleep", "3600"]}))
+        .await
+        .unwrap();
+    pod.start(&shell).await.unwrap();
+    let (code, out, err) = pod
+        .exec(&shell, &["wget", "-qO-", &format!("http://{ip}/")])
+        .await;
+    assert_eq!((code, out.as_str()), (0, "crius test page\n"), "{err}");
 
     // DEL needs nothing but the record: it works after a crash and restart.
     pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
@@ -130,13 +115,47 @@ async fn cni_pods_get_addresses_that_serve() {
     assert_eq!(pod_ip(&pod).await, "");
     stop().await.unwrap();
     pod.remove_pod().await;
+    let mut runtime = pod.daemon.runtime().await;
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: client.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(ports_of(&bridge).is_empty(), "DEL removed the veths");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_plugin_is_named_and_rolled_back() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
-    network_config(dir.path(), "crtnone", 2, "no-such-plugin");
+    let bridge = bridge_name("crf");
+    let _bridge = BridgeGuard(bridge.clone());
+    // The bridge plugin succeeds (veth, address), then a plugin fails.
+    let bin = dir.path().join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for plugin in ["bridge", "host-local"] {
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), bin.join(plugin))
+            .unwrap();
+    }
+    let failing = bin.join("refuse");
+    std::fs::write(
+        &failing,
+        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\necho '{\"cniVersion\": \"1.0.0\", \"code\": 11, \"msg\": \"refusing on purpose\"}'\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    network_config(
+        dir.path(),
+        &bridge,
+        2,
+        "bridge",
+        &[json!({"type": "refuse"})],
+    );
+    let mut config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    config += &format!("cni_bin_dirs = [\"{}\"]\n", bin.display());
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
     let daemon = common::Daemon::start_in(dir.path(), &[]);
     let config: cri::PodSandboxConfig = serde_json::from_value(json!({
         "metadata": {"name": "p", "namespace": "default", "uid": "p-uid"},
@@ -153,11 +172,27 @@ async fn a_failing_plugin_is_named_and_rolled_back() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    assert!(err.message().contains("no-such-plugin"), "{err:?}");
+    assert!(
+        err.message().contains("refuse") && err.message().contains("refusing on purpose"),
+        "{err:?}"
+    );
     let left = std::fs::read_dir(dir.path().join("state/sandboxes"))
         .unwrap()
         .count();
-    assert_eq!(left, 0, "the failed pod left nothing");
+    assert_eq!(left, 0, "the failed pod left no netns or dir");
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "the bridge plugin ran before the failing one"
+    );
+    assert!(ports_of(&bridge).is_empty(), "no veth is left");
+    let addresses = std::fs::read_dir(dir.path().join("ipam/crius-test"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(addresses, 0, "no address is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
