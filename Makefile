@@ -22,4 +22,5 @@ clean:
 # Benchmarks beside containerd (installs Debian's containerd).
 bench:
 	e2e/bench/pods.sh
+	e2e/bench/network.sh
 	e2e/bench/pull.sh

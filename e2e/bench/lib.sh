@@ -14,6 +14,7 @@ bench_setup() {
     WORK=$(mktemp -d /tmp/crius-bench.XXXXXX)
     REG=127.0.0.1:5000
     PIDS=()
+    BRIDGES=() # removed on exit
     trap bench_cleanup EXIT
     e2e/registry.sh start "$WORK/registry" >/dev/null
 }
@@ -27,6 +28,9 @@ bench_cleanup() {
         kill -9 "$pid" 2>/dev/null || true
     done
     e2e/registry.sh stop "$WORK/registry" || true
+    for bridge in "${BRIDGES[@]}"; do
+        "$BIN/crius-e2e" remove-bridge "$bridge" 2>/dev/null || true
+    done
     # containerd's and crius's stores may hold overlay mounts of running pods.
     grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$WORK"
@@ -38,13 +42,33 @@ wait_socket() {
     return 1
 }
 
+# start_crius [NAME [CONFIG]]: a criusd in $WORK/NAME (default "crius"), with
+# CONFIG (default: the built-in defaults with the built-in network off, for
+# host-network pods); sets CRIUS to its endpoint.
 start_crius() {
-    mkdir -p "$WORK/crius"
-    "$BIN/criusd" --config /dev/null --listen "$WORK/crius/crius.sock" --root "$WORK/crius/root" \
-        --state "$WORK/crius/state" --log-level warn >"$WORK/crius/log" 2>&1 </dev/null &
+    local dir=$WORK/${1:-crius} config=${2:-}
+    mkdir -p "$dir"
+    if [ -z "$config" ]; then
+        config=$dir/config.toml
+        printf '[network.builtin]\nenabled = false\n' >"$config"
+    fi
+    "$BIN/criusd" --config "$config" --listen "$dir/crius.sock" --root "$dir/root" \
+        --state "$dir/state" --log-level warn >"$dir/log" 2>&1 </dev/null &
     PIDS+=($!)
-    CRIUS=unix://$WORK/crius/crius.sock
-    wait_socket "$WORK/crius/crius.sock"
+    CRIUS=unix://$dir/crius.sock
+    wait_socket "$dir/crius.sock"
+}
+
+# cni_bridge_config FILE BRIDGE SUBNET: the CNI network both runtimes get in
+# the network benchmark (manifests/cni's shape: bridge, host-local, portmap).
+cni_bridge_config() {
+    cat >"$1" <<JSON
+{"cniVersion": "1.0.0", "name": "bench-$2", "plugins": [
+  {"type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$WORK/ipam-$2",
+            "ranges": [[{"subnet": "$3"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
 }
 
 start_containerd() {

@@ -246,3 +246,44 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     remove_pods(&mut rt, &ids).await?;
     Ok(())
 }
+
+/// RunPodSandbox latency (no containers), median of `runs`, with the pod in
+/// its own network (`pod_network`) or the node's. The difference between the
+/// two is the runtime's network set-up (CNI ADD, or crius's built-in
+/// network). Every pod is stopped and removed (untimed) before the next.
+pub async fn sandboxes(
+    endpoint: &str,
+    runs: usize,
+    pod_network: bool,
+    label: &str,
+) -> anyhow::Result<()> {
+    let mut rt = client(endpoint).await?;
+    let mode = if pod_network { 0 } else { 2 };
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let name = format!("net-{mode}-{i}");
+        let config: cri::PodSandboxConfig = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "bench", "uid": format!("{name}-uid"), "attempt": 0},
+            "linux": {"security_context": {"namespace_options": {"network": mode, "pid": 1, "ipc": 0}}}
+        }))?;
+        let started = Instant::now();
+        let id = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        remove_pods(&mut rt, &[id]).await?;
+    }
+    times.sort_by(f64::total_cmp);
+    let network = if pod_network { "pod" } else { "node" };
+    println!(
+        "{label}.runp_{network}_median_ms={:.1}",
+        times[times.len() / 2]
+    );
+    Ok(())
+}

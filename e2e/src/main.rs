@@ -51,6 +51,20 @@ enum Command {
         #[arg(long, default_value_t = 40)]
         layer_mb: usize,
     },
+    /// RunPodSandbox latency with the pod's own network or the node's
+    BenchSandboxes {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Give pods their own network (else the node's)
+        #[arg(long)]
+        pod_network: bool,
+        #[arg(long)]
+        label: String,
+    },
+    /// Remove a built-in network bridge and its iptables rules (after tests)
+    RemoveBridge { name: String },
     /// Pod start latency, concurrent starts and per-pod memory of a CRI runtime
     BenchPods {
         #[arg(long)]
@@ -133,6 +147,20 @@ async fn main() -> anyhow::Result<()> {
                 log_dir,
             })
             .await
+        }
+        Command::BenchSandboxes {
+            endpoint,
+            runs,
+            pod_network,
+            label,
+        } => bench::sandboxes(&endpoint, runs, pod_network, &label).await,
+        Command::RemoveBridge { name } => {
+            use crius::network::iptables::{Family, remove_base};
+            for family in [Family::V4, Family::V6] {
+                remove_base(family, &name);
+            }
+            crius::network::netlink::Netlink::open()?.delete_link(&name)?;
+            Ok(())
         }
         Command::Unpack { blob, dest } => {
             let started = std::time::Instant::now();
