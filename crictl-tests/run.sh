@@ -8,13 +8,24 @@ cd "$(dirname "$0")/.."
 bin=$(realpath "${CRIUS_BIN:-target/debug}")
 work=$(mktemp -d /tmp/crius-crictl.XXXXXX)
 
-"$bin/criusd" --config /dev/null --listen "$work/crius.sock" --root "$work/root" \
+# The built-in network on a bridge of its own, removed afterwards.
+bridge=crctl$$
+bridge=${bridge:0:15}
+cat >"$work/config.toml" <<TOML
+[network]
+cni_conf_dir = "$work/net.d"
+[network.builtin]
+bridge = "$bridge"
+subnets = ["10.197.0.0/24"]
+TOML
+"$bin/criusd" --config "$work/config.toml" --listen "$work/crius.sock" --root "$work/root" \
     --state "$work/state" --log-level "info,crius=debug" >"$work/criusd.log" 2>&1 </dev/null &
 daemon=$!
 cleanup() {
     # Pods a failed scenario left go first: their containers outlive criusd.
     "$bin/criusctl" -r "unix://$work/crius.sock" rmp -f -a >/dev/null 2>&1 || true
     kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    "$bin/crius-e2e" remove-bridge "$bridge" 2>/dev/null || true
     grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$work"
 }
