@@ -142,7 +142,7 @@ async fn a_failing_plugin_is_named_and_rolled_back() {
     let failing = bin.join("refuse");
     std::fs::write(
         &failing,
-        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\necho '{\"cniVersion\": \"1.0.0\", \"code\": 11, \"msg\": \"refusing on purpose\"}'\nexit 1\n",
+        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\nif [ \"$CNI_COMMAND\" = VERSION ]; then\n  echo '{\"cniVersion\": \"1.0.0\", \"supportedVersions\": [\"0.4.0\", \"1.0.0\"]}'\n  exit 0\nfi\necho '{\"cniVersion\": \"1.0.0\", \"code\": 11, \"msg\": \"refusing on purpose\"}'\nexit 1\n",
     )
     .unwrap();
     std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();

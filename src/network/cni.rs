@@ -9,11 +9,13 @@
 
 use super::cni_config::ConfigList;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long one plugin may run.
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -40,6 +42,14 @@ pub enum CniError {
         command: &'static str,
         message: String,
     },
+    #[error(
+        "CNI plugin {plugin:?} does not support the network's cniVersion {version} (it supports {supported:?})"
+    )]
+    Unsupported {
+        plugin: String,
+        version: String,
+        supported: Vec<String>,
+    },
     #[error("CNI plugin {plugin:?} ({command}) did not finish within {}s", PLUGIN_TIMEOUT.as_secs())]
     Timeout {
         plugin: String,
@@ -49,6 +59,7 @@ pub enum CniError {
 
 /// The ADD result of the whole list (the last plugin's).
 pub fn add(list: &ConfigList, bin_dirs: &[PathBuf], att: &Attachment) -> Result<Value, CniError> {
+    check_versions(list, bin_dirs)?;
     let mut prev: Option<Value> = None;
     for plugin in &list.plugins {
         let result = run(list, plugin, bin_dirs, att, "ADD", prev.as_ref())?;
@@ -76,21 +87,73 @@ pub fn del(
     first_error.map_or(Ok(()), Err)
 }
 
-/// CNI 1.1's STATUS: whether every plugin of the list can serve ADDs now.
-/// Lists of older versions have no STATUS and are taken as ready.
+/// Version negotiation, then CNI 1.1's STATUS: whether every plugin of the
+/// list speaks its cniVersion and can serve ADDs now. Lists of versions
+/// before 1.1 have no STATUS and are taken as ready.
 pub fn status(list: &ConfigList, bin_dirs: &[PathBuf]) -> Result<(), CniError> {
+    check_versions(list, bin_dirs)?;
     if !version_at_least(&list.cni_version, (1, 1)) {
         return Ok(());
     }
-    let att = Attachment {
+    for plugin in &list.plugins {
+        run(list, plugin, bin_dirs, &no_attachment(), "STATUS", None)?;
+    }
+    Ok(())
+}
+
+fn no_attachment() -> Attachment {
+    Attachment {
         container_id: String::new(),
         netns: PathBuf::new(),
         ifname: String::new(),
         args: Vec::new(),
         capabilities: Map::new(),
-    };
+    }
+}
+
+/// Plugin binary (path, mtime) → the spec versions it supports. kubelet
+/// polls Status every few seconds; a plugin is asked again only when its
+/// binary changes.
+type VersionCache = HashMap<(PathBuf, SystemTime), Vec<String>>;
+static VERSIONS: LazyLock<Mutex<VersionCache>> = LazyLock::new(Default::default);
+
+/// CNI VERSION: every plugin of the list must support its cniVersion.
+/// Plugins that cannot answer (pre-0.3 plugins) are not held against it.
+pub fn check_versions(list: &ConfigList, bin_dirs: &[PathBuf]) -> Result<(), CniError> {
     for plugin in &list.plugins {
-        run(list, plugin, bin_dirs, &att, "STATUS", None)?;
+        let kind = plugin["type"].as_str().unwrap_or_default();
+        let Some(binary) = find_plugin(kind, bin_dirs) else {
+            continue; // ADD names the missing plugin.
+        };
+        let Ok(modified) = std::fs::metadata(&binary).and_then(|m| m.modified()) else {
+            continue;
+        };
+        let key = (binary, modified);
+        let cached = VERSIONS.lock().expect("CNI versions").get(&key).cloned();
+        let supported = match cached {
+            Some(versions) => versions,
+            None => {
+                let answer = run(list, plugin, bin_dirs, &no_attachment(), "VERSION", None)?;
+                let versions: Vec<String> = answer["supportedVersions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
+                VERSIONS
+                    .lock()
+                    .expect("CNI versions")
+                    .insert(key, versions.clone());
+                versions
+            }
+        };
+        if !supported.is_empty() && !supported.contains(&list.cni_version) {
+            return Err(CniError::Unsupported {
+                plugin: kind.to_string(),
+                version: list.cni_version.clone(),
+                supported,
+            });
+        }
     }
     Ok(())
 }
@@ -285,6 +348,30 @@ mod tests {
             args: Vec::new(),
             capabilities,
         }
+    }
+
+    #[test]
+    fn versions_are_negotiated() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("old");
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\": \"0.4.0\", \"supportedVersions\": [\"0.3.1\", \"0.4.0\"]}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut l = list();
+        l.plugins = vec![json!({"type": "old"})];
+        let dirs = [dir.path().to_path_buf()];
+        let err = check_versions(&l, &dirs).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"old\" does not support the network's cniVersion 1.0.0"),
+            "{err}"
+        );
+        l.cni_version = "0.4.0".into();
+        check_versions(&l, &dirs).unwrap();
     }
 
     #[test]

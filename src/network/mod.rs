@@ -47,6 +47,12 @@ pub fn readiness(
                     message: String::new(),
                     provider: format!("cni:{}", list.name),
                 },
+                Err(e @ cni::CniError::Unsupported { .. }) => Readiness {
+                    ready: false,
+                    reason: "CNIVersionUnsupported".into(),
+                    message: format!("CNI network {:?}: {e}", list.name),
+                    provider: format!("cni:{}", list.name),
+                },
                 Err(e) => Readiness {
                     ready: false,
                     reason: "NetworkPluginNotReady".into(),
