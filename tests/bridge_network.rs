@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::net::{BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of};
+use common::net::{
+    BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of, remove_sandbox, shell_pod,
+};
 use common::pods::{Pod, image};
 use crius::cri;
 use serde_json::json;
@@ -67,15 +69,7 @@ async fn builtin_network_connects_pods_and_host_ports() {
     );
 
     // Another pod reaches the web pod by both addresses; DNS config is there.
-    let client = pod
-        .sibling(json!({"metadata": {"name": "client", "uid": "client-uid"}}))
-        .await
-        .unwrap();
-    let shell = pod
-        .create_in(&client, "shell", json!({"command": ["sleep", "3600"]}))
-        .await
-        .unwrap();
-    pod.start(&shell).await.unwrap();
+    let (client, shell) = shell_pod(&pod, "client").await;
     for url in [
         format!("http://{ip}/"),
         format!("http://[{}]/", additional[0]),
@@ -153,20 +147,7 @@ async fn builtin_network_connects_pods_and_host_ports() {
     pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
     pod.daemon = common::Daemon::start_in(dir.path(), &[]);
     for id in [&pod.id, &client.id, &node.id] {
-        let runtime = pod.daemon.runtime().await;
-        let mut runtime = runtime;
-        runtime
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: id.to_string(),
-            })
-            .await
-            .unwrap();
-        runtime
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: id.to_string(),
-            })
-            .await
-            .unwrap();
+        remove_sandbox(&pod.daemon, id).await;
     }
     assert!(ports_of(&bridge).is_empty(), "veths are gone");
     assert_eq!(leases(dir.path(), 1), 0, "addresses are released");
@@ -214,16 +195,7 @@ async fn builtin_network_leases_300_pods_in_a_slash_24() {
                     let (ip, _) = pod_ips(&daemon, &id).await;
                     assert!(ip.starts_with("10.198.2."), "{ip:?}");
                     seen.push(ip);
-                    runtime
-                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                            pod_sandbox_id: id.clone(),
-                        })
-                        .await
-                        .unwrap();
-                    runtime
-                        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
-                        .await
-                        .unwrap();
+                    remove_sandbox(&daemon, &id).await;
                 }
                 seen
             })
@@ -246,4 +218,50 @@ async fn builtin_network_leases_300_pods_in_a_slash_24() {
     assert_eq!(first.len(), 200, "no address was handed out twice");
     assert_eq!(leases(dir.path(), 2), 0);
     assert!(ports_of(&bridge).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_pod_cidr_replaces_the_configured_subnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crd");
+    let _bridge = BridgeGuard(bridge.clone());
+    builtin_config(dir.path(), &bridge, 3);
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let mut runtime = daemon.runtime().await;
+    runtime
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.198.4.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .unwrap();
+    let config: cri::PodSandboxConfig = serde_json::from_value(json!({
+        "metadata": {"name": "cidr", "namespace": "default", "uid": "cidr-uid"},
+        "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+    }))
+    .unwrap();
+    let id = runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let (ip, additional) = pod_ips(&daemon, &id).await;
+    assert!(ip.starts_with("10.198.4."), "{ip}");
+    // The IPv6 subnet, which kubelet did not replace, stays.
+    assert!(additional[0].starts_with("fd98:0:0:3::"), "{additional:?}");
+    let addresses = std::process::Command::new("ip")
+        .args(["-o", "addr", "show", "dev", &bridge])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&addresses.stdout).contains("10.198.4.1/24"));
+    remove_sandbox(&daemon, &id).await;
+    assert_eq!(leases(dir.path(), 3), 0);
 }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::net::{BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of};
+use common::net::{
+    BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of, shell_pod,
+};
 use common::pods::{Pod, image};
 use crius::cri;
 use serde_json::{Value, json};
@@ -82,15 +84,7 @@ async fn cni_pods_get_addresses_that_serve() {
     let page = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
     assert_eq!(page, "crius test page\n");
     // Another pod on the network reaches it by its address.
-    let client = pod
-        .sibling(json!({"metadata": {"name": "client", "uid": "client-uid"}}))
-        .await
-        .unwrap();
-    let shell = pod
-        .create_in(&client, "shell", json!({"command": ["sleep", "3600"]}))
-        .await
-        .unwrap();
-    pod.start(&shell).await.unwrap();
+    let (client, shell) = shell_pod(&pod, "client").await;
     let (code, out, err) = pod
         .exec(&shell, &["wget", "-qO-", &format!("http://{ip}/")])
         .await;

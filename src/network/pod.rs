@@ -184,8 +184,9 @@ pub fn detach(
     }
 }
 
-/// The pod's host ports for the built-in network, checked.
-fn host_ports(config: &cri::PodSandboxConfig) -> Result<Vec<HostPort>, NetworkError> {
+/// The pod's host ports, checked (RunPodSandbox checks them before making
+/// anything; the built-in network installs them).
+pub fn host_ports(config: &cri::PodSandboxConfig) -> Result<Vec<HostPort>, NetworkError> {
     let mut ports = Vec::new();
     for (index, p) in config.port_mappings.iter().enumerate() {
         let bad = |reason: String| NetworkError::BadPort { index, reason };

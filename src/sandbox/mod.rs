@@ -554,5 +554,15 @@ mod tests {
             "\"security_context\": {\"namespace_options\": {\"pid\": 1, \"network\": 2}}";
         assert!(err(format!("{{{base}, \"linux\": {{{host_net}, \"sysctls\": {{\"net.ipv4.ip_forward\": \"1\"}}}}}}")).contains("host's"));
         assert!(err(format!("{{{base}, \"linux\": {{\"security_context\": {{\"namespace_options\": {{\"pid\": 1}}}}, \"sysctls\": {{\"vm.swappiness\": \"1\"}}}}}}")).contains("not a namespaced sysctl"));
+        assert!(
+            err(format!(
+                "{{{base}, \"port_mappings\": [{{\"container_port\": 80, \"host_port\": 70000}}]}}"
+            ))
+            .contains("config.port_mappings[0]: host_port 70000 is not a port")
+        );
+        assert!(
+            err(format!("{{{base}, \"port_mappings\": [{{\"container_port\": 80, \"host_port\": 8080, \"host_ip\": \"nowhere\"}}]}}"))
+                .contains("host_ip \"nowhere\" is not an IP address")
+        );
     }
 }

@@ -115,6 +115,10 @@ impl Plan {
                 "{field}.userns_options: a pod with its own user namespace cannot use the node's network, IPC or PID namespace"
             )));
         }
+        if !host_network {
+            crate::network::pod::host_ports(config)
+                .map_err(|e| SandboxError::Invalid(format!("config.{e}")))?;
+        }
         let host_ipc = mode(ns.ipc) == cri::NamespaceMode::Node;
         let hostname = if host_network {
             nix::unistd::gethostname()

@@ -3,8 +3,10 @@
 //! addresses.
 
 use super::Daemon;
+use super::pods::{Pod, Sandbox};
 use crius::cri;
 use crius::network::iptables::{self, Family};
+use serde_json::json;
 use std::time::Duration;
 
 /// Deletes the test's bridge and the built-in network's rules for it, even
@@ -95,4 +97,36 @@ pub async fn network_ready(daemon: &Daemon) -> cri::RuntimeCondition {
         .into_iter()
         .find(|c| c.r#type == "NetworkReady")
         .unwrap()
+}
+
+/// A second pod beside `pod` (named `name`) with a busybox container that
+/// sleeps, for commands run from another pod: (sandbox, container id).
+pub async fn shell_pod(pod: &Pod, name: &str) -> (Sandbox, String) {
+    let sandbox = pod
+        .sibling(json!({"metadata": {"name": name, "uid": format!("{name}-uid")}}))
+        .await
+        .unwrap();
+    let shell = pod
+        .create_in(&sandbox, "shell", json!({"command": ["sleep", "3600"]}))
+        .await
+        .unwrap();
+    pod.start(&shell).await.unwrap();
+    (sandbox, shell)
+}
+
+/// Stops and removes a pod sandbox.
+pub async fn remove_sandbox(daemon: &Daemon, id: &str) {
+    let mut runtime = daemon.runtime().await;
+    runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .unwrap();
 }
