@@ -246,7 +246,7 @@ async fn kubelet_pod_cidr_replaces_the_configured_subnet() {
     .unwrap();
     let id = runtime
         .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(config),
+            config: Some(config.clone()),
             runtime_handler: String::new(),
         })
         .await
@@ -264,4 +264,21 @@ async fn kubelet_pod_cidr_replaces_the_configured_subnet() {
     assert!(String::from_utf8_lossy(&addresses.stdout).contains("10.198.4.1/24"));
     remove_sandbox(&daemon, &id).await;
     assert_eq!(leases(dir.path(), 3), 0);
+
+    // The bridge deleted behind crius's back is made again for the next pod.
+    std::process::Command::new("ip")
+        .args(["link", "del", &bridge])
+        .status()
+        .unwrap();
+    let id = runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(ports_of(&bridge).len(), 1);
+    remove_sandbox(&daemon, &id).await;
 }

@@ -237,3 +237,54 @@ async fn cni_status_decides_network_readiness() {
         "{network:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn the_shipped_cni_config_works_with_debians_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let net_d = dir.path().join("net.d");
+    std::fs::create_dir_all(&net_d).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/cni");
+    // As shipped, but with the address store in the test's dir.
+    let mut list: Value = serde_json::from_str(
+        &std::fs::read_to_string(shipped.join("10-crius-bridge.conflist")).unwrap(),
+    )
+    .unwrap();
+    list["plugins"][0]["ipam"]["dataDir"] = json!(dir.path().join("ipam"));
+    let bridge = list["plugins"][0]["bridge"].as_str().unwrap().to_string();
+    let _bridge = BridgeGuard(bridge.clone());
+    std::fs::write(net_d.join("10-crius-bridge.conflist"), list.to_string()).unwrap();
+    std::fs::copy(
+        shipped.join("99-loopback.conf"),
+        net_d.join("99-loopback.conf"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!("[network]\ncni_conf_dir = \"{}\"\n", net_d.display()),
+    )
+    .unwrap();
+    let host_port = 40_000 + (std::process::id() % 10_000) as i32;
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let ready = network_ready(&daemon).await;
+    assert!(ready.status, "{ready:?}");
+    let pod = Pod::new_on(
+        daemon,
+        json!({"port_mappings": [{"protocol": 0, "container_port": 80, "host_port": host_port}]}),
+    )
+    .await;
+    pod.daemon.pull(&image("httpd"), None).await.unwrap();
+    pod.run("web", json!({"image": {"image": image("httpd")}}))
+        .await;
+    let ip = pod_ip(&pod).await;
+    assert!(ip.starts_with("10.85."), "{ip}");
+    assert_eq!(
+        http_get(&format!("http://{ip}/")).await,
+        "crius test page\n"
+    );
+    let page = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
+    assert_eq!(page, "crius test page\n");
+    pod.remove_pod().await;
+    assert!(ports_of(&bridge).is_empty());
+}

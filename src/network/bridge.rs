@@ -117,15 +117,20 @@ impl BridgeNetwork {
     /// forwarding, and the base rules. Done once per new subnet.
     pub fn prepare(&self, subnets: &[IpNet]) -> Result<u32, BridgeError> {
         let mut prepared = self.prepared.lock().expect("bridge setup");
-        if prepared.1 != 0 && subnets.iter().all(|s| prepared.0.contains(s)) {
-            return Ok(prepared.1);
-        }
         let bridge = &self.settings.bridge;
         let setup = |reason: String| BridgeError::Setup {
             bridge: bridge.clone(),
             reason,
         };
         let mut nl = Netlink::open().map_err(|e| setup(format!("netlink: {e}")))?;
+        // Done already, and the bridge was not deleted since (by an operator,
+        // or a network restart): nothing to do.
+        if prepared.1 != 0
+            && subnets.iter().all(|s| prepared.0.contains(s))
+            && nl.link_index(bridge).ok().flatten() == Some(prepared.1)
+        {
+            return Ok(prepared.1);
+        }
         let index = nl
             .add_bridge(bridge, self.settings.mtu, bridge_mac(bridge))
             .map_err(|e| setup(format!("creating the bridge: {e}")))?;
