@@ -7,7 +7,8 @@
 mod common;
 
 use common::net::{
-    BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of, remove_sandbox, shell_pod,
+    BridgeGuard, bridge_name, http_get, network_check, network_ready, pod_ips, ports_of,
+    remove_sandbox, shell_pod,
 };
 use common::pods::{Pod, image};
 use crius::cri;
@@ -262,6 +263,14 @@ async fn kubelet_pod_cidr_replaces_the_configured_subnet() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&addresses.stdout).contains("10.198.4.1/24"));
+    assert_eq!(network_check(&daemon, &id).await, "passed");
+    let veth = format!("crv{}", &id[..12]);
+    std::process::Command::new("ip")
+        .args(["link", "del", &veth])
+        .status()
+        .unwrap();
+    let check = network_check(&daemon, &id).await;
+    assert_eq!(check, format!("failed: veth {veth} is missing"));
     remove_sandbox(&daemon, &id).await;
     assert_eq!(leases(dir.path(), 3), 0);
 

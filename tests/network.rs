@@ -6,7 +6,7 @@
 mod common;
 
 use common::net::{
-    BridgeGuard, bridge_name, http_get, network_ready, pod_ips, ports_of, shell_pod,
+    BridgeGuard, bridge_name, http_get, network_check, network_ready, pod_ips, ports_of, shell_pod,
 };
 use common::pods::{Pod, image};
 use crius::cri;
@@ -68,6 +68,8 @@ async fn cni_pods_get_addresses_that_serve() {
     assert!(ip.starts_with("10.199.1."), "pod IP {ip:?}");
     let ready = network_ready(&pod.daemon).await;
     assert!(ready.status, "{ready:?}");
+    // CHECK, as crictl inspectp asks for it.
+    assert_eq!(network_check(&pod.daemon, &pod.id).await, "passed");
 
     // A web server in the pod answers on the pod's address.
     pod.daemon.pull(&image("httpd"), None).await.unwrap();

@@ -343,6 +343,33 @@ impl BridgeNetwork {
     }
 }
 
+/// Whether a pod's attachment is still whole: its veth on its bridge and
+/// its leases its own. Returns what is wrong.
+pub fn check(attachment: &BridgeAttachment, sandbox_id: &str) -> Result<(), String> {
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let bridge = nl
+        .link_index(&attachment.bridge)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("bridge {} is missing", attachment.bridge))?;
+    match nl.master_of(&attachment.host_veth) {
+        Ok(Some(master)) if master == bridge => {}
+        Ok(Some(_)) => {
+            return Err(format!(
+                "veth {} is not on bridge {}",
+                attachment.host_veth, attachment.bridge
+            ));
+        }
+        Ok(None) => return Err(format!("veth {} is missing", attachment.host_veth)),
+        Err(e) => return Err(e.to_string()),
+    }
+    for address in &attachment.addresses {
+        if !ipam::holds(&attachment.ipam_dir, address.addr(), sandbox_id) {
+            return Err(format!("the lease of {} is not the pod's", address.addr()));
+        }
+    }
+    Ok(())
+}
+
 /// Undoes an attachment from its record: rules, veth (its pod end goes with
 /// it), leases. Idempotent.
 fn detach(attachment: &BridgeAttachment, sandbox_id: &str) -> Result<(), BridgeError> {

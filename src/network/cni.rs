@@ -87,6 +87,24 @@ pub fn del(
     first_error.map_or(Ok(()), Err)
 }
 
+/// CHECK (CNI 0.4.0 and later, unless the list sets `disableCheck`): each
+/// plugin verifies the attachment against the cached ADD result. Returns
+/// false when the list's version has no CHECK.
+pub fn check(
+    list: &ConfigList,
+    bin_dirs: &[PathBuf],
+    att: &Attachment,
+    prev: &Value,
+) -> Result<bool, CniError> {
+    if list.disable_check || !version_at_least(&list.cni_version, (0, 4)) {
+        return Ok(false);
+    }
+    for plugin in &list.plugins {
+        run(list, plugin, bin_dirs, att, "CHECK", Some(prev))?;
+    }
+    Ok(true)
+}
+
 /// Version negotiation, then CNI 1.1's STATUS: whether every plugin of the
 /// list speaks its cniVersion and can serve ADDs now. Lists of versions
 /// before 1.1 have no STATUS and are taken as ready.

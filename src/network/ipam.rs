@@ -128,6 +128,17 @@ pub fn release(dir: &Path, ip: IpAddr, owner: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `owner` holds `ip` in the store at `dir`.
+pub fn holds(dir: &Path, ip: IpAddr, owner: &str) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|subnet| {
+            std::fs::read_to_string(subnet.path().join(ip.to_string())).is_ok_and(|h| h == owner)
+        })
+}
+
 /// The gateway of a subnet: its first host address.
 pub fn gateway(subnet: IpNet) -> IpAddr {
     from_u128(to_u128(subnet.network()) + 1, subnet.addr())

@@ -102,20 +102,35 @@ impl Netlink {
         }
     }
 
-    /// The interface index of `name`, if it exists.
-    pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+    /// The link called `name`, if it exists.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<LinkMessage>> {
         let mut message = LinkMessage::default();
         message
             .attributes
             .push(LinkAttribute::IfName(name.to_string()));
         match self.request(RouteNetlinkMessage::GetLink(message), 0) {
             Ok(replies) => Ok(replies.into_iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(link) => Some(link.header.index),
+                RouteNetlinkMessage::NewLink(link) => Some(link),
                 _ => None,
             })),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The interface index of `name`, if it exists.
+    pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link(name)?.map(|link| link.header.index))
+    }
+
+    /// The index of the bridge (or other master) `name` is enslaved to.
+    pub fn master_of(&mut self, name: &str) -> io::Result<Option<u32>> {
+        Ok(self.link(name)?.and_then(|link| {
+            link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Controller(index) => Some(*index),
+                _ => None,
+            })
+        }))
     }
 
     /// `ip link add NAME address MAC mtu MTU type bridge`; an existing link

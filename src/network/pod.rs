@@ -184,6 +184,41 @@ pub fn detach(
     }
 }
 
+/// Whether a pod's network is still as set up: CNI CHECK, or the built-in
+/// network's own check. No CRI call asks for this; PodSandboxStatus with
+/// `verbose` (`crictl inspectp`) reports it for operators.
+pub fn check(net: &PodNetwork, sandbox_id: &str, netns: &Path) -> String {
+    let outcome = match &net.provider {
+        Provider::Builtin { builtin } => super::bridge::check(builtin, sandbox_id).map(|()| true),
+        Provider::Cni {
+            list,
+            bin_dirs,
+            args,
+            capabilities,
+            result,
+        } => match cni::list_from_value(list) {
+            None => Ok(false),
+            Some(list) => {
+                let attachment = Attachment {
+                    container_id: sandbox_id.to_string(),
+                    netns: netns.to_path_buf(),
+                    ifname: "eth0".into(),
+                    args: args.clone(),
+                    capabilities: capabilities.clone(),
+                };
+                cni::check(&list, bin_dirs, &attachment, result).map_err(|e| e.to_string())
+            }
+        },
+    };
+    match outcome {
+        Ok(true) => "passed".into(),
+        Ok(false) => {
+            "skipped: the network's cniVersion has no CHECK, or disableCheck is set".into()
+        }
+        Err(problem) => format!("failed: {problem}"),
+    }
+}
+
 /// The pod's host ports, checked (RunPodSandbox checks them before making
 /// anything; the built-in network installs them).
 pub fn host_ports(config: &cri::PodSandboxConfig) -> Result<Vec<HostPort>, NetworkError> {

@@ -100,7 +100,21 @@ impl RuntimeService for CriService {
                 .sandboxes
                 .get(&request.pod_sandbox_id)
                 .map_err(to_status)?;
-            let (status, info) = record.status(request.verbose);
+            let (status, mut info) = record.status(request.verbose);
+            if request.verbose
+                && let (Some(net), Some(netns)) =
+                    (record.network.clone(), record.namespaces.network.clone())
+                && !net.detached
+                && netns.exists()
+            {
+                let id = record.id.clone();
+                let check = self
+                    .blocking(move |_| {
+                        Ok::<_, PodError>(crate::network::pod::check(&net, &id, &netns))
+                    })
+                    .await?;
+                info.insert("network_check".into(), check);
+            }
             let filter = cri::ContainerFilter {
                 pod_sandbox_id: record.id.clone(),
                 ..Default::default()

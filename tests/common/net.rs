@@ -130,3 +130,20 @@ pub async fn remove_sandbox(daemon: &Daemon, id: &str) {
         .await
         .unwrap();
 }
+
+/// What PodSandboxStatus with `verbose` says of the pod's network check.
+pub async fn network_check(daemon: &Daemon, id: &str) -> String {
+    daemon
+        .runtime()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .remove("network_check")
+        .unwrap_or_default()
+}
