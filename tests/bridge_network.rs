@@ -291,3 +291,68 @@ async fn kubelet_pod_cidr_replaces_the_configured_subnet() {
     assert_eq!(ports_of(&bridge).len(), 1);
     remove_sandbox(&daemon, &id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_removes_what_a_crash_mid_attach_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("cre");
+    let _bridge = BridgeGuard(bridge.clone());
+    builtin_config(dir.path(), &bridge, 5);
+    let mut daemon = common::Daemon::start_in(dir.path(), &[]);
+    let config: cri::PodSandboxConfig = serde_json::from_value(json!({
+        "metadata": {"name": "live", "namespace": "default", "uid": "live-uid"},
+        "port_mappings": [{"protocol": 1, "container_port": 53, "host_port": 5353}],
+        "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+    }))
+    .unwrap();
+    let live = daemon
+        .runtime()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+
+    // What a crash between set-up steps and the record leaves: a veth on the
+    // bridge, a host-port chain and a lease, of a pod that never was.
+    let sh = |script: &str| {
+        let status = std::process::Command::new("sh")
+            .args(["-c", script])
+            .status()
+            .unwrap();
+        assert!(status.success(), "{script}");
+    };
+    sh(&format!(
+        "ip link add crv0123456789ab type veth peer name crvpeer$$ && ip link set crv0123456789ab master {bridge}"
+    ));
+    sh(&format!(
+        "printf '*nat\\n:CRIUS-POD-0123456789abcdef - [0:0]\\n-A CRIUS-PORTS-{bridge} -j CRIUS-POD-0123456789abcdef\\nCOMMIT\\n' | iptables-restore -w 5 --noflush"
+    ));
+    let lease = dir
+        .path()
+        .join("root/network/ipam/10.198.5.0_24/10.198.5.200");
+    std::fs::write(&lease, "0123456789abcdef").unwrap();
+
+    daemon = common::Daemon::start_in(dir.path(), &[]);
+    daemon.runtime().await; // start-up is over once it serves
+    assert_eq!(ports_of(&bridge), [format!("crv{}", &live[..12])]);
+    assert!(!lease.exists(), "the orphan lease is released");
+    assert_eq!(leases(dir.path(), 5), 1, "the live pod keeps its lease");
+    let chains = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S", &format!("CRIUS-PORTS-{bridge}")])
+        .output()
+        .unwrap();
+    let chains = String::from_utf8_lossy(&chains.stdout).into_owned();
+    assert!(!chains.contains("0123456789abcdef"), "{chains}");
+    assert!(
+        chains.contains(&live[..16]),
+        "the live pod keeps its host port: {chains}"
+    );
+    remove_sandbox(&daemon, &live).await;
+}

@@ -227,9 +227,8 @@ impl BridgeNetwork {
         let mut node = Netlink::open().map_err(step("netlink"))?;
         let namespace = std::fs::File::open(netns).map_err(step("opening the pod's netns"))?;
         let veth = &attachment.host_veth;
-        // A leftover of an earlier pod with the same id prefix.
-        node.delete_link(veth)
-            .map_err(step("removing an old veth"))?;
+        // A link of this name is another pod's (ids share the prefix; start-up
+        // removed leftovers): creation fails with EEXIST rather than take it.
         let veth_index = node
             .add_veth(veth, "eth0", namespace.as_fd(), self.settings.mtu)
             .map_err(step("creating the veth pair"))?;
@@ -318,13 +317,18 @@ impl BridgeNetwork {
         Ok(())
     }
 
-    /// At start: takes back the host ports of live pods, and releases leases
-    /// whose pod does not exist (a crash between lease and record).
+    /// At start: takes back the host ports of live pods, and removes what a
+    /// crash in the middle of an attach left: leases, veths and host-port
+    /// chains of pods that do not exist.
     pub fn restore<'a>(&self, live: impl IntoIterator<Item = (&'a str, &'a BridgeAttachment)>) {
         let mut owners = std::collections::HashSet::new();
+        let mut veths = std::collections::HashSet::new();
+        let mut chains = std::collections::HashSet::new();
         let mut held = self.ports.lock().expect("host ports");
         for (id, attachment) in live {
             owners.insert(id.to_string());
+            veths.insert(attachment.host_veth.clone());
+            chains.insert(iptables::pod_chain(id));
             for port in &attachment.host_ports {
                 held.insert(
                     (port.protocol.clone(), port.host_ip, port.host_port),
@@ -332,11 +336,50 @@ impl BridgeNetwork {
                 );
             }
         }
+        if self.settings.enabled {
+            self.remove_leftovers(&veths, &chains);
+        }
         for (ip, owner) in self.ipam.leases() {
             if !owners.contains(&owner) {
                 tracing::info!(%ip, owner, "releasing the address of a pod that does not exist");
                 if let Err(e) = ipam::release(self.ipam.dir(), ip, &owner) {
                     tracing::warn!(%ip, error = %e, "releasing a stale lease");
+                }
+            }
+        }
+    }
+}
+
+impl BridgeNetwork {
+    /// crius's veths on the bridge and pods' chains that no live pod owns.
+    fn remove_leftovers(
+        &self,
+        veths: &std::collections::HashSet<String>,
+        chains: &std::collections::HashSet<String>,
+    ) {
+        let bridge = &self.settings.bridge;
+        if let Ok(mut nl) = Netlink::open()
+            && let Ok(Some(index)) = nl.link_index(bridge)
+        {
+            let links = nl.links().unwrap_or_default();
+            for (_, name, master) in links {
+                if master == Some(index) && name.starts_with("crv") && !veths.contains(&name) {
+                    tracing::info!(
+                        veth = name,
+                        "removing the veth of a pod that does not exist"
+                    );
+                    let _ = nl.delete_link(&name);
+                }
+            }
+        }
+        for family in [Family::V4, Family::V6] {
+            for chain in iptables::pod_chains(family, bridge) {
+                if !chains.contains(&chain) {
+                    tracing::info!(
+                        chain,
+                        "removing the host ports of a pod that does not exist"
+                    );
+                    iptables::remove_pod_chain(family, bridge, &chain);
                 }
             }
         }

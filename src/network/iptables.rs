@@ -91,12 +91,11 @@ pub fn ensure_base(
     ensure_jump(family, "filter", "FORWARD", &["-j", &forward])
 }
 
-/// Removes the bridge's chains, the pods' chains they lead to, and the jumps
-/// to them. For tests and operators retiring a bridge; idempotent.
-pub fn remove_base(family: Family, bridge: &str) {
-    let ports = ports_chain(bridge);
-    let pods: Vec<String> = Command::new(family.tool())
-        .args(["-w", "5", "-t", "nat", "-S", &ports])
+/// The pods' chains the bridge's ports chain jumps to.
+pub fn pod_chains(family: Family, bridge: &str) -> Vec<String> {
+    Command::new(family.tool())
+        .args(["-w", "5", "-t", "nat", "-S", &ports_chain(bridge)])
+        .stderr(Stdio::null())
         .output()
         .map(|out| {
             String::from_utf8_lossy(&out.stdout)
@@ -105,7 +104,24 @@ pub fn remove_base(family: Family, bridge: &str) {
                 .map(|chain| chain.trim().to_string())
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Removes one pod chain by name (a leftover whose pod is gone).
+pub fn remove_pod_chain(family: Family, bridge: &str, chain: &str) {
+    let _ = run(
+        family,
+        &["-t", "nat", "-D", &ports_chain(bridge), "-j", chain],
+    );
+    let _ = run(family, &["-t", "nat", "-F", chain]);
+    let _ = run(family, &["-t", "nat", "-X", chain]);
+}
+
+/// Removes the bridge's chains, the pods' chains they lead to, and the jumps
+/// to them. For tests and operators retiring a bridge; idempotent.
+pub fn remove_base(family: Family, bridge: &str) {
+    let ports = ports_chain(bridge);
+    let pods = pod_chains(family, bridge);
     let post = format!("CRIUS-POST-{bridge}");
     let forward = format!("CRIUS-FWD-{bridge}");
     let local = [

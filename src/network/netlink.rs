@@ -7,7 +7,7 @@
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -116,6 +116,33 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every link: (index, name, master's index).
+    pub fn links(&mut self) -> io::Result<Vec<(u32, String, Option<u32>)>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .map(|link| {
+                let mut name = String::new();
+                let mut master = None;
+                for attribute in &link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(n) => name = n.clone(),
+                        LinkAttribute::Controller(m) => master = Some(*m),
+                        _ => {}
+                    }
+                }
+                (link.header.index, name, master)
+            })
+            .collect())
     }
 
     /// The interface index of `name`, if it exists.
@@ -299,5 +326,12 @@ mod tests {
         assert_eq!(nl.link_index("lo").unwrap(), Some(1));
         assert_eq!(nl.link_index("crius-nope0").unwrap(), None);
         assert!(!nl.delete_link("crius-nope0").unwrap());
+        let links = nl.links().unwrap();
+        assert!(
+            links.iter().any(|(i, name, _)| *i == 1 && name == "lo"),
+            "{links:?}"
+        );
+        // The socket still answers single requests after a dump.
+        assert_eq!(nl.link_index("lo").unwrap(), Some(1));
     }
 }
