@@ -60,7 +60,8 @@ async fn builtin_network_connects_pods_and_host_ports() {
     )
     .await;
     pod.daemon.pull(&image("httpd"), None).await.unwrap();
-    pod.run("web", json!({"image": {"image": image("httpd")}}))
+    let web = pod
+        .run("web", json!({"image": {"image": image("httpd")}}))
         .await;
     let (ip, additional) = pod_ips(&pod.daemon, &pod.id).await;
     assert!(ip.starts_with("10.198.1."), "primary {ip:?}");
@@ -88,11 +89,16 @@ async fn builtin_network_connects_pods_and_host_ports() {
         "{resolv}"
     );
 
-    // The host port answers on loopback, and from the pod itself (hairpin).
+    // The host port answers on loopback.
     let page = http_get(&format!("http://127.0.0.1:{host_port}/")).await;
     assert_eq!(page, "crius test page\n");
+    // Through the node's addresses on the bridge (the gateways): from another
+    // pod over IPv6 (ip6tables DNAT), and from the web pod to itself (hairpin).
+    let gateway6 = format!("http://[fd98:0:0:1::1]:{host_port}/");
+    let (code, out, err) = pod.exec(&shell, &["wget", "-qO-", &gateway6]).await;
+    assert_eq!((code, out.as_str()), (0, "crius test page\n"), "{err}");
     let gateway = format!("http://10.198.1.1:{host_port}/");
-    let (code, out, err) = pod.exec(&shell, &["wget", "-qO-", &gateway]).await;
+    let (code, out, err) = pod.exec(&web, &["wget", "-qO-", &gateway]).await;
     assert_eq!((code, out.as_str()), (0, "crius test page\n"), "{err}");
 
     // A host-network pod sees the node's interfaces, this bridge among them.
