@@ -197,9 +197,18 @@ pub fn add_host_ports(
     restore(family, &rules)
 }
 
-/// Removes a pod's host-port chain. Idempotent.
+/// Removes a pod's host-port chain: one transaction, as teardowns of many
+/// pods at once queue for the rules. Idempotent.
 pub fn remove_host_ports(family: Family, bridge: &str, sandbox_id: &str) -> Result<(), String> {
     let chain = pod_chain(sandbox_id);
+    let rules = format!(
+        "*nat\n-D {} -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n",
+        ports_chain(bridge)
+    );
+    if restore(family, &rules).is_ok() {
+        return Ok(());
+    }
+    // Gone already, or half-removed by an interrupted teardown.
     if run(family, &["-t", "nat", "-S", &chain]).is_err() {
         return Ok(());
     }

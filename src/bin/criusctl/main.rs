@@ -75,6 +75,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our
+    // output goes away (`criusctl pods | head`) instead of panicking.
+    // SAFETY: setting a signal's disposition before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let settings = match endpoint::Settings::resolve(&cli.global) {
         Ok(settings) => settings,
