@@ -70,6 +70,7 @@ pub struct HandlerConfig {
 pub struct NetworkSection {
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_plugin_timeout_seconds: u64,
     pub builtin: BuiltinNetworkSection,
 }
 
@@ -223,6 +224,12 @@ impl Config {
             return Err(bad(
                 "network.cni_bin_dirs",
                 "at least one directory is needed".into(),
+            ));
+        }
+        if !(1..=3600).contains(&self.network.cni_plugin_timeout_seconds) {
+            return Err(bad(
+                "network.cni_plugin_timeout_seconds",
+                "must be between 1 and 3600".into(),
             ));
         }
         self.network

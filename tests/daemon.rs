@@ -186,6 +186,10 @@ fn config_errors_stop_criusd_naming_the_key() {
             "[network]\ncni_bin_dirs = []\n",
             "key `network.cni_bin_dirs`",
         ),
+        (
+            "[network]\ncni_plugin_timeout_seconds = 0\n",
+            "key `network.cni_plugin_timeout_seconds`: must be between 1 and 3600",
+        ),
         ("listen = \n", "is not valid TOML"),
     ];
     for (text, expected) in cases {

@@ -160,44 +160,45 @@ async fn cni_pods_get_addresses_that_serve() {
     assert!(ports_of(&bridge).is_empty(), "DEL removed the veths");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_plugin_is_named_and_rolled_back() {
+/// A CNI network of Debian's bridge and host-local (subnet 10.199.`n`.0/24),
+/// then a fake plugin `name` whose ADD runs `add` (VERSION and DEL answer);
+/// `extra` is added to criusd's `[network]` config.
+fn fake_plugin_network(dir: &Path, bridge: &str, n: u8, name: &str, add: &str, extra: &str) {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
-    let bridge = bridge_name("crf");
-    let _bridge = BridgeGuard(bridge.clone());
-    // The bridge plugin succeeds (veth, address), then a plugin fails.
-    let bin = dir.path().join("cni-bin");
+    let bin = dir.join("cni-bin");
     std::fs::create_dir_all(&bin).unwrap();
     for plugin in ["bridge", "host-local"] {
         std::os::unix::fs::symlink(Path::new("/usr/lib/cni").join(plugin), bin.join(plugin))
             .unwrap();
     }
-    let failing = bin.join("refuse");
+    let fake = bin.join(name);
     std::fs::write(
-        &failing,
-        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\nif [ \"$CNI_COMMAND\" = VERSION ]; then\n  echo '{\"cniVersion\": \"1.0.0\", \"supportedVersions\": [\"0.4.0\", \"1.0.0\"]}'\n  exit 0\nfi\necho '{\"cniVersion\": \"1.0.0\", \"code\": 11, \"msg\": \"refusing on purpose\"}'\nexit 1\n",
+        &fake,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = DEL ] && exit 0\nif [ \"$CNI_COMMAND\" = VERSION ]; then\n  echo '{{\"cniVersion\": \"1.0.0\", \"supportedVersions\": [\"0.4.0\", \"1.0.0\"]}}'\n  exit 0\nfi\n{add}\n"
+        ),
     )
     .unwrap();
-    std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
-    network_config(
-        dir.path(),
-        &bridge,
-        2,
-        "bridge",
-        &[json!({"type": "refuse"})],
-    );
-    let mut config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    config += &format!("cni_bin_dirs = [\"{}\"]\n", bin.display());
-    std::fs::write(dir.path().join("config.toml"), config).unwrap();
-    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    network_config(dir, bridge, n, "bridge", &[json!({"type": name})]);
+    let mut config = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    config += &format!("cni_bin_dirs = [\"{}\"]\n{extra}", bin.display());
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+}
+
+/// RunPodSandbox of a pod named `name` with its own network.
+async fn run_sandbox(
+    daemon: &common::Daemon,
+    name: &str,
+    annotations: Value,
+) -> Result<String, tonic::Status> {
     let config: cri::PodSandboxConfig = serde_json::from_value(json!({
-        "metadata": {"name": "p", "namespace": "default", "uid": "p-uid"},
+        "metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid")},
+        "annotations": annotations,
         "linux": {"security_context": {"namespace_options": {"pid": 1}}}
     }))
     .unwrap();
-    let err = daemon
+    daemon
         .runtime()
         .await
         .run_pod_sandbox(cri::RunPodSandboxRequest {
@@ -205,22 +206,21 @@ async fn a_failing_plugin_is_named_and_rolled_back() {
             runtime_handler: String::new(),
         })
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Internal);
-    assert!(
-        err.message().contains("refuse") && err.message().contains("refusing on purpose"),
-        "{err:?}"
-    );
-    let left = std::fs::read_dir(dir.path().join("state/sandboxes"))
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// What a pod that failed its network set-up may leave: nothing.
+fn assert_rolled_back(dir: &Path, bridge: &str) {
+    let left = std::fs::read_dir(dir.join("state/sandboxes"))
         .unwrap()
         .count();
     assert_eq!(left, 0, "the failed pod left no netns or dir");
     assert!(
-        Path::new("/sys/class/net").join(&bridge).exists(),
+        Path::new("/sys/class/net").join(bridge).exists(),
         "the bridge plugin ran before the failing one"
     );
-    assert!(ports_of(&bridge).is_empty(), "no veth is left");
-    let addresses = std::fs::read_dir(dir.path().join("ipam/crius-test"))
+    assert!(ports_of(bridge).is_empty(), "no veth is left");
+    let addresses = std::fs::read_dir(dir.join("ipam/crius-test"))
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
@@ -228,6 +228,156 @@ async fn a_failing_plugin_is_named_and_rolled_back() {
         })
         .unwrap_or(0);
     assert_eq!(addresses, 0, "no address is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_plugin_is_named_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crf");
+    let _bridge = BridgeGuard(bridge.clone());
+    // The bridge plugin succeeds (veth, address), then a plugin fails.
+    let refuse = "echo '{\"cniVersion\": \"1.0.0\", \"code\": 11, \"msg\": \"refusing on purpose\"}'\nexit 1";
+    fake_plugin_network(dir.path(), &bridge, 2, "refuse", refuse, "");
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let err = run_sandbox(&daemon, "p", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(
+        err.message().contains("refuse") && err.message().contains("refusing on purpose"),
+        "{err:?}"
+    );
+    assert_rolled_back(dir.path(), &bridge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_plugin_times_out_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crh");
+    let _bridge = BridgeGuard(bridge.clone());
+    // A child of the plugin's that would outlive it: the timeout kills the
+    // plugin's whole process group.
+    let marker = format!("{}", 5000 + std::process::id() % 1000);
+    let hang = format!("sleep {marker}\nexit 0");
+    fake_plugin_network(
+        dir.path(),
+        &bridge,
+        5,
+        "hang",
+        &hang,
+        "cni_plugin_timeout_seconds = 1\n",
+    );
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let started = std::time::Instant::now();
+    let err = run_sandbox(&daemon, "slow", json!({})).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains("\"hang\"") && err.message().contains("within 1s"),
+        "{err:?}"
+    );
+    assert_rolled_back(dir.path(), &bridge);
+    let sleepers = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+        })
+        .count();
+    assert_eq!(sleepers, 0, "the plugin's child was killed with it");
+}
+
+/// The pod's bandwidth annotations reach Debian's bandwidth plugin, and
+/// kubelet's pod CIDR reaches host-local as `ipRanges`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_annotations_and_the_pod_cidr_reach_the_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crw");
+    let _bridge = BridgeGuard(bridge.clone());
+    network_config(
+        dir.path(),
+        &bridge,
+        6,
+        "bridge",
+        &[json!({"type": "bandwidth", "capabilities": {"bandwidth": true}})],
+    );
+    // ipRanges is declared by the plugin that delegates to host-local, and
+    // is host-local's only range (it would add its own ranges after it).
+    let list_file = dir.path().join("net.d/10-test.conflist");
+    let mut list: Value =
+        serde_json::from_str(&std::fs::read_to_string(&list_file).unwrap()).unwrap();
+    list["plugins"][0]["capabilities"] = json!({"ipRanges": true});
+    list["plugins"][0]["ipam"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ranges");
+    std::fs::write(&list_file, list.to_string()).unwrap();
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    daemon
+        .runtime()
+        .await
+        .update_runtime_config(cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: "10.199.7.0/24".into(),
+                }),
+            }),
+        })
+        .await
+        .unwrap();
+    let id = run_sandbox(
+        &daemon,
+        "shaped",
+        json!({
+            "kubernetes.io/ingress-bandwidth": "1M",
+            "kubernetes.io/egress-bandwidth": "2M"
+        }),
+    )
+    .await
+    .unwrap();
+    let (ip, _) = pod_ips(&daemon, &id).await;
+    assert!(ip.starts_with("10.199.7."), "the pod CIDR's address: {ip}");
+    let qdiscs = || {
+        let out = std::process::Command::new("tc")
+            .args(["qdisc", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let veth = ports_of(&bridge).pop().expect("the pod's veth");
+    let shaped = qdiscs();
+    let on_veth = shaped
+        .lines()
+        .find(|l| l.contains("tbf") && l.contains(&format!("dev {veth} ")))
+        .unwrap_or_default()
+        .to_string();
+    // Ingress to the pod is shaped on the host's end of its veth, egress
+    // from it on an ifb device the plugin names after the pod.
+    assert!(on_veth.contains("rate 1Mbit"), "{shaped}");
+    assert!(
+        shaped
+            .lines()
+            .any(|l| l.contains("tbf") && l.contains("rate 2Mbit") && !l.contains(&veth)),
+        "{shaped}"
+    );
+    let mut runtime = daemon.runtime().await;
+    runtime
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let after = qdiscs();
+    assert!(
+        !after.contains("rate 2Mbit"),
+        "DEL removed the ifb: {after}"
+    );
+    runtime
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,13 +12,27 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long one plugin may run.
-pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one plugin run may take, in milliseconds: the daemon-wide
+/// `network.cni_plugin_timeout_seconds`, set once at start. A global rather
+/// than a parameter because DEL also runs from records written under
+/// another config.
+static PLUGIN_TIMEOUT_MS: AtomicU64 = AtomicU64::new(60_000);
+
+/// Sets how long one plugin run may take.
+pub fn set_plugin_timeout(timeout: Duration) {
+    PLUGIN_TIMEOUT_MS.store(timeout.as_millis() as u64, Ordering::Relaxed);
+}
+
+fn plugin_timeout() -> Duration {
+    Duration::from_millis(PLUGIN_TIMEOUT_MS.load(Ordering::Relaxed))
+}
 
 /// One pod's attachment to a network.
 #[derive(Debug, Clone)]
@@ -50,10 +64,11 @@ pub enum CniError {
         version: String,
         supported: Vec<String>,
     },
-    #[error("CNI plugin {plugin:?} ({command}) did not finish within {}s", PLUGIN_TIMEOUT.as_secs())]
+    #[error("CNI plugin {plugin:?} ({command}) did not finish within {}s", timeout.as_secs())]
     Timeout {
         plugin: String,
         command: &'static str,
+        timeout: Duration,
     },
 }
 
@@ -263,6 +278,8 @@ fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout also kills what it started.
+        .process_group(0)
         .spawn()
         .map_err(|e| failed(format!("cannot run {}: {e}", binary.display())))?;
     if let Some(mut input) = child.stdin.take() {
@@ -278,17 +295,20 @@ fn run(
         let _ = err.read_to_end(&mut e);
         (o, e)
     });
-    let deadline = Instant::now() + PLUGIN_TIMEOUT;
+    let timeout = plugin_timeout();
+    let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             _ => {
-                let _ = child.kill();
+                // SAFETY: signals the group this plugin leads (pgid = its pid).
+                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
                 let _ = child.wait();
                 return Err(CniError::Timeout {
                     plugin: kind,
                     command,
+                    timeout,
                 });
             }
         }

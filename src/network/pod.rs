@@ -74,6 +74,10 @@ impl NetworkError {
         matches!(self, NetworkError::BadPort { .. })
     }
 
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, NetworkError::Cni(CniError::Timeout { .. }))
+    }
+
     pub fn is_conflict(&self) -> bool {
         matches!(self, NetworkError::Builtin(e) if e.is_port_conflict())
     }
@@ -172,15 +176,27 @@ pub fn detach(
             let Some(list) = cni::list_from_value(list) else {
                 return Ok(());
             };
-            let attachment = Attachment {
-                container_id: sandbox_id.to_string(),
-                netns: netns.map(Path::to_path_buf).unwrap_or_default(),
-                ifname: "eth0".into(),
-                args: args.clone(),
-                capabilities: capabilities.clone(),
-            };
+            let netns = netns.map(Path::to_path_buf).unwrap_or_default();
+            let attachment = recorded_attachment(sandbox_id, netns, args, capabilities);
             Ok(cni::del(&list, bin_dirs, &attachment, Some(result))?)
         }
+    }
+}
+
+/// The attachment that ADD was given, rebuilt from the sandbox record for
+/// DEL and CHECK (the spec requires the same arguments).
+fn recorded_attachment(
+    sandbox_id: &str,
+    netns: PathBuf,
+    args: &[(String, String)],
+    capabilities: &Map<String, Value>,
+) -> Attachment {
+    Attachment {
+        container_id: sandbox_id.to_string(),
+        netns,
+        ifname: "eth0".into(),
+        args: args.to_vec(),
+        capabilities: capabilities.clone(),
     }
 }
 
@@ -199,13 +215,8 @@ pub fn check(net: &PodNetwork, sandbox_id: &str, netns: &Path) -> String {
         } => match cni::list_from_value(list) {
             None => Ok(false),
             Some(list) => {
-                let attachment = Attachment {
-                    container_id: sandbox_id.to_string(),
-                    netns: netns.to_path_buf(),
-                    ifname: "eth0".into(),
-                    args: args.clone(),
-                    capabilities: capabilities.clone(),
-                };
+                let attachment =
+                    recorded_attachment(sandbox_id, netns.to_path_buf(), args, capabilities);
                 cni::check(&list, bin_dirs, &attachment, result).map_err(|e| e.to_string())
             }
         },

@@ -22,6 +22,7 @@ use crate::store::{Store, StoreError, Table};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `Settings` key holding the pod CIDRs kubelet sent (survives restarts).
 const POD_CIDR_KEY: &str = "pod_cidrs";
@@ -85,6 +86,9 @@ impl Runtime {
             credentials_file: config.image.credentials_file.clone(),
         };
         let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
+        crate::network::cni::set_plugin_timeout(Duration::from_secs(
+            config.network.cni_plugin_timeout_seconds,
+        ));
         let network = Arc::new(BridgeNetwork::new(
             &config.network.builtin,
             &config.root.join("network/ipam"),

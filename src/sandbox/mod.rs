@@ -74,6 +74,9 @@ impl Classify for SandboxError {
             SandboxError::NetworkSetup { source, .. } if source.is_conflict() => {
                 ErrorKind::AlreadyExists
             }
+            SandboxError::NetworkSetup { source, .. } if source.is_timeout() => {
+                ErrorKind::DeadlineExceeded
+            }
             SandboxError::NetworkSetup { .. } => ErrorKind::Internal,
             SandboxError::Store(e) => e.kind(),
         }
