@@ -108,6 +108,18 @@ impl CgroupInfo {
         }
     }
 
+    /// The pod's own cgroup (kubelet's `cgroup_parent`) below each
+    /// hierarchy's root; `None` when kubelet gave none.
+    pub fn pod(&self, parent: &str) -> Option<PathBuf> {
+        if parent.is_empty() {
+            return None;
+        }
+        Some(match self.driver {
+            Driver::Cgroupfs => PathBuf::from(parent.trim_matches('/')),
+            Driver::Systemd => expand_slice(parent),
+        })
+    }
+
     /// The file whose `oom_kill` line counts a cgroup's OOM kills.
     pub fn oom_file(&self, cgroup: &ContainerCgroup) -> PathBuf {
         match self.hierarchy {
@@ -175,6 +187,11 @@ mod tests {
         assert_eq!(c.spec_path, "/kubepods/burstable/pod1/crius-abc");
         assert_eq!(c.relative, Path::new("kubepods/burstable/pod1/crius-abc"));
         assert_eq!(info.container("", "x").spec_path, "/crius/crius-x");
+        assert_eq!(
+            info.pod("/kubepods/burstable/pod1/"),
+            Some(PathBuf::from("kubepods/burstable/pod1"))
+        );
+        assert_eq!(info.pod(""), None);
         info.driver = Driver::Systemd;
         let c = info.container("kubepods-burstable-pod1.slice", "abc");
         assert_eq!(c.spec_path, "kubepods-burstable-pod1.slice:crius:abc");

@@ -18,6 +18,7 @@ pub mod network;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod time;

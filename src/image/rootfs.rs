@@ -27,7 +27,8 @@ pub struct Lease {
 const MAX_MOUNT_DATA: usize = 4000;
 
 impl Images {
-    fn rootfs_root(&self) -> PathBuf {
+    /// Where containers' root filesystems and writable layers live.
+    pub fn rootfs_root(&self) -> PathBuf {
         self.snapshots()
             .root()
             .parent()
@@ -48,6 +49,13 @@ impl Images {
             )));
         }
         Ok(self.rootfs_root().join(container_id))
+    }
+
+    /// The writable layer (overlay upper dir) of `container_id`; with a user
+    /// namespace the overlay sees it through an idmapped view, but the
+    /// files are here.
+    pub fn writable_layer(&self, container_id: &str) -> Option<PathBuf> {
+        Some(self.rootfs_dir(container_id).ok()?.join("rw/upper"))
     }
 
     /// Mounts the rootfs of `container_id` from `image` (id or name) and

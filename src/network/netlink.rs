@@ -25,6 +25,16 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 
+/// Cumulative traffic counters of one interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
 pub struct Netlink {
     socket: Socket,
     sequence: u32,
@@ -141,6 +151,38 @@ impl Netlink {
                     }
                 }
                 (link.header.index, name, master)
+            })
+            .collect())
+    }
+
+    /// Every interface's traffic counters but loopback's (a pod's network
+    /// stats, read from a socket opened in its namespace).
+    pub fn interface_counters(&mut self) -> io::Result<Vec<InterfaceCounters>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .filter_map(|link| {
+                let mut counters = InterfaceCounters::default();
+                for attribute in link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(name) => counters.name = name,
+                        LinkAttribute::Stats64(stats) => {
+                            counters.rx_bytes = stats.rx_bytes;
+                            counters.rx_errors = stats.rx_errors;
+                            counters.tx_bytes = stats.tx_bytes;
+                            counters.tx_errors = stats.tx_errors;
+                        }
+                        _ => {}
+                    }
+                }
+                (counters.name != "lo").then_some(counters)
             })
             .collect())
     }

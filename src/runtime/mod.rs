@@ -4,6 +4,7 @@
 //! with OCI runtimes, which are `handlers`.
 
 mod lifecycle;
+mod stats;
 
 pub use lifecycle::PodError;
 
@@ -37,6 +38,8 @@ pub struct Runtime {
     pub containers: Containers,
     /// The built-in pod network (used while no CNI config exists).
     pub network: Arc<BridgeNetwork>,
+    /// The previous CPU sample of each container and pod, for rates.
+    pub cpu_rates: crate::stats::CpuRates,
 }
 
 /// Why the runtime could not start.
@@ -109,6 +112,7 @@ impl Runtime {
             sandboxes,
             containers,
             network,
+            cpu_rates: Default::default(),
         })
     }
 

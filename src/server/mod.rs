@@ -7,6 +7,7 @@
 mod containers;
 mod image_service;
 mod runtime_service;
+mod stats;
 
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::cri::image_service_server::ImageServiceServer;

@@ -2,7 +2,9 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{BoxStream, CriService, STREAM_CHUNK, containers, rpc, to_status, unimplemented};
+use super::{
+    BoxStream, CriService, STREAM_CHUNK, containers, rpc, stats, to_status, unimplemented,
+};
 use crate::cri::{self, runtime_service_server::RuntimeService};
 use crate::runtime::PodError;
 use tonic::{Request, Response, Status};
@@ -305,44 +307,44 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
-        unimplemented("ContainerStats").await
+        stats::container(self, request.into_inner().container_id).await
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        unimplemented("ListContainerStats").await
+        stats::list_containers(self, request.into_inner().filter).await
     }
 
     async fn stream_container_stats(
         &self,
-        _: Request<cri::StreamContainerStatsRequest>,
+        request: Request<cri::StreamContainerStatsRequest>,
     ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
-        unimplemented("StreamContainerStats").await
+        stats::stream_containers(self, request.into_inner().filter).await
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
-        unimplemented("PodSandboxStats").await
+        stats::pod(self, request.into_inner().pod_sandbox_id).await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        unimplemented("ListPodSandboxStats").await
+        stats::list_pods(self, request.into_inner().filter).await
     }
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<cri::StreamPodSandboxStatsRequest>,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
-        unimplemented("StreamPodSandboxStats").await
+        stats::stream_pods(self, request.into_inner().filter).await
     }
 
     async fn checkpoint_container(

@@ -1,7 +1,7 @@
 //! Image commands: pull, images, inspecti, rmi, imagefsinfo.
 
 use crate::endpoint::Settings;
-use crate::output::{Format, print_structured};
+use crate::output::{Format, human_size, print_structured};
 use anyhow::{Context, bail};
 use base64::Engine;
 use crius::cri;
@@ -330,28 +330,6 @@ fn split_tag(repo_tag: &str) -> (String, String) {
         }
         _ => (repo_tag.to_string(), "<none>".to_string()),
     }
-}
-
-/// Decimal units with 3 significant digits, as crictl prints sizes.
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < units.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let text = format!("{value:.3}");
-    let digits = if value >= 100.0 {
-        0
-    } else if value >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let text = format!("{:.*}", digits, text.parse::<f64>().unwrap_or(value));
-    let text = text.trim_end_matches('0').trim_end_matches('.').to_string();
-    format!("{text}{}", units[unit])
 }
 
 #[cfg(test)]

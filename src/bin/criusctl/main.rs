@@ -8,6 +8,7 @@ mod image;
 mod node;
 mod output;
 mod pod;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -70,6 +71,10 @@ enum Command {
     Logs(container::LogsArgs),
     /// Run a command in a running container (synchronously)
     Exec(container::ExecArgs),
+    /// List containers' resource usage
+    Stats(stats::StatsArgs),
+    /// List pod sandboxes' resource usage
+    Statsp(stats::StatspArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
 }
@@ -116,6 +121,8 @@ fn main() -> ExitCode {
             Command::Inspect(args) => container::inspect(&settings, args).await,
             Command::Logs(args) => container::logs(&settings, args).await,
             Command::Exec(args) => container::exec(&settings, args).await,
+            Command::Stats(args) => stats::stats(&settings, args).await,
+            Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
         }
     });
@@ -195,6 +202,8 @@ mod tests {
             "logs -f --tail 10 --timestamps abc",
             "exec -s --timeout 5 abc ls -l /",
             "update --memory 1000000 --cpu-share 512 abc",
+            "stats -a --pod p --label a=b -s 2 -o json abc",
+            "statsp --id p -s 1 -o yaml",
         ];
         for line in lines {
             let args = [
