@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let store = Store::open(&config.root)?;
     let runtime = Arc::new(Runtime::new(config, store)?);
+    Runtime::follow_exits(&runtime);
     let listener = bind(&socket)?;
     tracing::info!(
         socket = %socket.display(),
@@ -98,6 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let events = runtime.events.clone();
     let server = crate::server::serve(runtime, listener, async {
         let _ = stop_rx.await;
     });
@@ -114,6 +116,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "shutting down: no new RPCs, containers keep running"
     );
     let _ = stop_tx.send(());
+    // Event streams never end by themselves: end them, or they hold the
+    // server for the whole grace period.
+    events.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
         .await
         .is_err()

@@ -10,6 +10,7 @@ pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod handlers;
 pub mod idmap;
 pub mod ids;

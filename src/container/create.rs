@@ -8,6 +8,7 @@ use super::{
     shim, spec, user,
 };
 use crate::cri;
+use crate::events::{Event, EventKind};
 use crate::handlers::HandlerInfo;
 use crate::idmap;
 use crate::sandbox::SandboxRecord;
@@ -237,6 +238,9 @@ impl Containers {
             .write()
             .expect("containers")
             .insert(id.to_string(), record.clone());
+        self.watch_exit(id, &record.dir);
+        self.events
+            .send(Event::new(EventKind::Created, id, &record.sandbox_id));
         Ok(record)
     }
 

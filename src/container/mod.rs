@@ -18,6 +18,7 @@
 mod create;
 pub mod devices;
 pub mod exec;
+pub mod exits;
 pub mod mounts;
 pub mod oci_runtime;
 pub mod record;
@@ -30,6 +31,7 @@ pub mod user;
 use crate::cgroups::CgroupInfo;
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
+use crate::events::{Event, EventKind, Events};
 use crate::handlers::HandlerInfo;
 use crate::idmap;
 use crate::ids::Lookup;
@@ -107,6 +109,10 @@ pub struct Containers {
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    events: Events,
+    /// Wakes on exits; `None` where inotify is unavailable (exits are
+    /// then noticed when a client asks).
+    exits: Option<Arc<exits::ExitWatcher>>,
 }
 
 impl Containers {
@@ -117,6 +123,7 @@ impl Containers {
         store: Arc<Store>,
         images: Arc<Images>,
         cgroups: CgroupInfo,
+        events: Events,
     ) -> Result<Containers, ContainerError> {
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -140,6 +147,11 @@ impl Containers {
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),
+            events,
+            exits: exits::ExitWatcher::new()
+                .inspect_err(|e| tracing::warn!(error = %e, "no exit watcher"))
+                .ok()
+                .map(Arc::new),
         };
         containers.recover();
         Ok(containers)
@@ -264,6 +276,11 @@ impl Containers {
             .lock()
             .expect("container locks")
             .remove(&record.id);
+        self.events.send(Event::new(
+            EventKind::Deleted,
+            &record.id,
+            &record.sandbox_id,
+        ));
         Ok(())
     }
 
@@ -335,9 +352,21 @@ impl Containers {
             .get_mut(id)
             .ok_or_else(|| ContainerError::NotFound(id.to_string()))?;
         let before = serde_json::to_vec(record).expect("record encodes");
+        let was = record.state;
         change(record);
         if serde_json::to_vec(record).expect("record encodes") != before {
             self.store.put(Table::Containers, id, record)?;
+        }
+        let transition = match (was, record.state) {
+            (ContainerState::Created, ContainerState::Running) => Some(EventKind::Started),
+            (ContainerState::Created | ContainerState::Running, ContainerState::Exited) => {
+                Some(EventKind::Stopped)
+            }
+            _ => None,
+        };
+        if let Some(kind) = transition {
+            self.events
+                .send(Event::new(kind, &record.id, &record.sandbox_id));
         }
         Ok(record.clone())
     }
@@ -476,11 +505,29 @@ impl Containers {
             }
         }
         for id in known {
+            // Watched first, so an exit between the two is not missed.
+            if let Ok(record) = self.get(&id)
+                && record.is_live()
+            {
+                self.watch_exit(&record.id, &record.dir);
+            }
             match self.observe(&id) {
                 Ok(r) => tracing::debug!(id, state = ?r.state, "recovered container"),
                 Err(e) => tracing::warn!(id, error = %e, "cannot recover container"),
             }
         }
+    }
+
+    fn watch_exit(&self, id: &str, dir: &Path) {
+        if let Some(exits) = &self.exits {
+            exits.watch(id, dir);
+        }
+    }
+
+    /// What wakes on exits, for a thread to wait on without holding the
+    /// containers; `None` where inotify is unavailable.
+    pub fn exit_watcher(&self) -> Option<Arc<exits::ExitWatcher>> {
+        self.exits.clone()
     }
 }
 

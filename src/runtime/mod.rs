@@ -3,6 +3,7 @@
 //! (Version, Status, RuntimeConfig, UpdateRuntimeConfig). Not to be confused
 //! with OCI runtimes, which are `handlers`.
 
+mod events;
 mod lifecycle;
 mod stats;
 
@@ -38,6 +39,8 @@ pub struct Runtime {
     pub containers: Containers,
     /// The built-in pod network (used while no CNI config exists).
     pub network: Arc<BridgeNetwork>,
+    /// Lifecycle events for GetContainerEvents.
+    pub events: crate::events::Events,
     /// The previous CPU sample of each container and pod, for rates.
     pub cpu_rates: crate::stats::CpuRates,
 }
@@ -96,12 +99,19 @@ impl Runtime {
             &config.network.builtin,
             &config.root.join("network/ipam"),
         ));
-        let sandboxes = Sandboxes::open(&config.state, store.clone(), network.clone())?;
+        let events = crate::events::Events::default();
+        let sandboxes = Sandboxes::open(
+            &config.state,
+            store.clone(),
+            network.clone(),
+            events.clone(),
+        )?;
         let containers = Containers::open(
             &config.state,
             store.clone(),
             images.clone(),
             cgroups.clone(),
+            events.clone(),
         )?;
         Ok(Runtime {
             config,
@@ -112,8 +122,38 @@ impl Runtime {
             sandboxes,
             containers,
             network,
+            events,
             cpu_rates: Default::default(),
         })
+    }
+
+    /// Starts the thread that notices containers' exits as they happen
+    /// (for their Stopped events). It ends with the runtime.
+    pub fn follow_exits(runtime: &Arc<Runtime>) {
+        let Some(watcher) = runtime.containers.exit_watcher() else {
+            return;
+        };
+        // Holds the runtime only while it brings records up to date.
+        let runtime = Arc::downgrade(runtime);
+        let spawned = std::thread::Builder::new()
+            .name("exit-watcher".into())
+            .spawn(move || {
+                loop {
+                    let exited = watcher.wait();
+                    let Some(runtime) = runtime.upgrade() else {
+                        return;
+                    };
+                    for id in exited {
+                        // Observing the exit records it: the Stopped event.
+                        if let Err(e) = runtime.containers.observe(&id) {
+                            tracing::debug!(id, error = %e, "exited container is gone");
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no exit watcher thread");
+        }
     }
 
     pub fn version(&self) -> cri::VersionResponse {

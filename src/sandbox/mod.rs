@@ -19,6 +19,7 @@ mod plan;
 
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
+use crate::events::{Event, EventKind, Events};
 use crate::ids::Lookup;
 use crate::network::bridge::BridgeNetwork;
 use crate::network::pod::{NetworkError, NetworkPlan, PodNetwork, Provider};
@@ -203,6 +204,7 @@ pub struct Sandboxes {
     names: Mutex<HashMap<String, String>>,
     /// The built-in network, which tears down pods attached to it.
     builtin: Arc<BridgeNetwork>,
+    events: Events,
 }
 
 impl Sandboxes {
@@ -212,6 +214,7 @@ impl Sandboxes {
         state: &Path,
         store: Arc<Store>,
         builtin: Arc<BridgeNetwork>,
+        events: Events,
     ) -> Result<Sandboxes, SandboxError> {
         let root = state.join("sandboxes");
         std::fs::create_dir_all(&root).map_err(|e| SandboxError::Io {
@@ -239,6 +242,7 @@ impl Sandboxes {
             records: RwLock::new(records),
             names: Mutex::new(names),
             builtin,
+            events,
         })
     }
 
@@ -356,6 +360,9 @@ impl Sandboxes {
             .write()
             .expect("sandboxes")
             .insert(id.to_string(), record.clone());
+        // A sandbox is created and started in one call.
+        self.events.send(Event::new(EventKind::Created, id, id));
+        self.events.send(Event::new(EventKind::Started, id, id));
         Ok(record)
     }
 
@@ -396,12 +403,17 @@ impl Sandboxes {
             })?;
             net.detached = true;
         }
+        let was_ready = record.state == SandboxState::Ready;
         record.state = SandboxState::NotReady;
         self.store.put(Table::Sandboxes, &record.id, &record)?;
+        let id = record.id.clone();
         self.records
             .write()
             .expect("sandboxes")
-            .insert(record.id.clone(), record);
+            .insert(id.clone(), record);
+        if was_ready {
+            self.events.send(Event::new(EventKind::Stopped, &id, &id));
+        }
         Ok(())
     }
 
@@ -434,6 +446,9 @@ impl Sandboxes {
             .lock()
             .expect("sandbox names")
             .remove(&record.name);
+        let mut deleted = Event::new(EventKind::Deleted, &record.id, &record.id);
+        deleted.sandbox_status = Some(Box::new(record.status(false).0));
+        self.events.send(deleted);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! statuses in [`to_status`] and nowhere else.
 
 mod containers;
+mod events;
 mod image_service;
 mod runtime_service;
 mod stats;

@@ -3,7 +3,7 @@
 //! the RPC, never a fake success.
 
 use super::{
-    BoxStream, CriService, STREAM_CHUNK, containers, rpc, stats, to_status, unimplemented,
+    BoxStream, CriService, STREAM_CHUNK, containers, events, rpc, stats, to_status, unimplemented,
 };
 use crate::cri::{self, runtime_service_server::RuntimeService};
 use crate::runtime::PodError;
@@ -358,7 +358,7 @@ impl RuntimeService for CriService {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        unimplemented("GetContainerEvents").await
+        rpc("GetContainerEvents", "", async { Ok(events::follow(self)) }).await
     }
 
     async fn list_metric_descriptors(

@@ -75,6 +75,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// List pod sandboxes' resource usage
     Statsp(stats::StatspArgs),
+    /// Follow container and pod sandbox events
+    Events(node::EventsArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
 }
@@ -123,6 +125,7 @@ fn main() -> ExitCode {
             Command::Exec(args) => container::exec(&settings, args).await,
             Command::Stats(args) => stats::stats(&settings, args).await,
             Command::Statsp(args) => stats::statsp(&settings, args).await,
+            Command::Events(args) => node::events(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
         }
     });
@@ -204,6 +207,7 @@ mod tests {
             "update --memory 1000000 --cpu-share 512 abc",
             "stats -a --pod p --label a=b -s 2 -o json abc",
             "statsp --id p -s 1 -o yaml",
+            "events -o yaml",
         ];
         for line in lines {
             let args = [

@@ -70,3 +70,31 @@ pub async fn info(settings: &Settings, args: InfoArgs) -> anyhow::Result<()> {
     };
     print_structured(&Value::Object(doc), format)
 }
+
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// Output format of each event
+    #[arg(short, long, value_enum, default_value = "json")]
+    output: Format,
+}
+
+/// Follows the runtime's container events until interrupted, one document
+/// per event (compact JSON lines, or YAML documents).
+pub async fn events(settings: &Settings, args: EventsArgs) -> anyhow::Result<()> {
+    let mut client = settings.runtime().await?;
+    let mut events = client
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .context("subscribing to container events")?
+        .into_inner();
+    use std::io::Write;
+    while let Some(event) = events.message().await.context("reading container events")? {
+        let mut out = std::io::stdout().lock();
+        match args.output {
+            Format::Yaml => write!(out, "---\n{}", serde_yaml_ng::to_string(&event)?)?,
+            _ => writeln!(out, "{}", serde_json::to_string(&event)?)?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Container events: `events` follows a pod and a container through their
+# lives as JSON lines.
+. "$CRICTL_TESTS/lib.sh"
+
+pod_config=$CRICTL_TESTS/configs/pod-config.json
+config=$CRICTL_TESTS/configs/container-config.json
+image=$(json_get "$(cat "$config")" 'd["image"]["image"]')
+crictl pull "$image" >/dev/null
+out=$(mktemp)
+# The per-call timeout would end the stream: follow with a long one.
+"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --timeout 60s events >"$out" &
+follower=$!
+trap 'kill $follower 2>/dev/null || true; rm -f "$out"' EXIT
+sleep 0.5
+cid=$(crictl run "$config" "$pod_config")
+pod=$(crictl pods -q)
+crictl rmp -f "$pod" >/dev/null
+for _ in $(seq 1 50); do
+    [ "$(wc -l <"$out")" -ge 8 ] && break
+    sleep 0.1
+done
+kill $follower 2>/dev/null || true
+wait $follower 2>/dev/null || true
+# crictl prints enum names, criusctl their numbers: compare as (kind, id).
+seen=$(python3 - "$out" <<'PY'
+import json, sys
+names = {0: "CREATED", 1: "STARTED", 2: "STOPPED", 3: "DELETED"}
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    kind = e.get("container_event_type", e.get("containerEventType", 0))
+    kind = names.get(kind, str(kind).replace("CONTAINER_", "").replace("_EVENT", ""))
+    print(kind, e.get("container_id", e.get("containerId")))
+PY
+)
+expected="CREATED $pod
+STARTED $pod
+CREATED $cid
+STARTED $cid
+STOPPED $cid
+STOPPED $pod
+DELETED $cid
+DELETED $pod"
+[ "$seen" = "$expected" ] || fail "events:
+$seen
+expected:
+$expected"
+rm -rf /tmp/crius-pod-logs
