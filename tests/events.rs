@@ -72,6 +72,21 @@ async fn lifecycle_events_arrive_once_in_order() {
     assert_eq!(status.exit_code, 3);
     assert_eq!(stopped.pod_sandbox_status.unwrap().id, pod.id);
 
+    // One that exits at once, maybe before StartContainer has returned:
+    // still started, then stopped, with its times in order.
+    let flash = pod.run("flash", json!({"command": ["true"]})).await;
+    expect(&mut events, Kind::ContainerCreatedEvent, &flash).await;
+    expect(&mut events, Kind::ContainerStartedEvent, &flash).await;
+    let stopped = expect(&mut events, Kind::ContainerStoppedEvent, &flash).await;
+    let status = stopped
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == flash)
+        .unwrap();
+    assert!(status.started_at > 0 && status.started_at <= status.finished_at);
+    pod.remove(&flash).await.unwrap();
+    expect(&mut events, Kind::ContainerDeletedEvent, &flash).await;
+
     // StopContainer: one Stopped event, though both the call and the exit
     // watcher see the exit.
     let sleeper = pod

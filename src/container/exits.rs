@@ -7,8 +7,10 @@
 use crius_shim::protocol::EXIT_FILE;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 pub struct ExitWatcher {
     inotify: Inotify,
@@ -41,8 +43,21 @@ impl ExitWatcher {
         }
     }
 
-    /// Blocks until something happens; the ids whose exit record appeared.
-    pub fn wait(&self) -> Vec<String> {
+    /// Blocks until something happens, or for at most `timeout`; the ids
+    /// whose exit record appeared.
+    pub fn wait(&self, timeout: Option<Duration>) -> Vec<String> {
+        if let Some(timeout) = timeout {
+            let mut poll = libc::pollfd {
+                fd: self.inotify.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
+            if ready <= 0 {
+                return Vec::new();
+            }
+        }
         let events = match self.inotify.read_events() {
             Ok(events) => events,
             Err(nix::errno::Errno::EINTR) => return Vec::new(),
@@ -81,12 +96,14 @@ mod tests {
         std::fs::rename(dir.path().join("exit.tmp"), dir.path().join(EXIT_FILE)).unwrap();
         let mut seen = Vec::new();
         while seen.is_empty() {
-            seen = watcher.wait();
+            seen = watcher.wait(None);
         }
         assert_eq!(seen, vec!["c1".to_string()]);
         // Removing the dir drops its watch.
         drop(dir);
-        let _ = watcher.wait();
+        let _ = watcher.wait(None);
         assert!(watcher.watches.lock().unwrap().is_empty());
+        // Nothing pending: a bounded wait returns empty-handed.
+        assert!(watcher.wait(Some(Duration::from_millis(10))).is_empty());
     }
 }

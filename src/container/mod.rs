@@ -195,9 +195,18 @@ impl Containers {
                 reason,
             })?;
         self.update(&record.id, |r| {
-            r.started_at = crate::time::now_nanos();
-            if r.state == ContainerState::Created {
-                r.state = ContainerState::Running;
+            let now = crate::time::now_nanos();
+            match r.state {
+                ContainerState::Created => {
+                    r.state = ContainerState::Running;
+                    r.started_at = now;
+                }
+                // A status call saw it exit before this: it started no later
+                // than it ended.
+                ContainerState::Exited if r.started_at == 0 => {
+                    r.started_at = now.min(r.finished_at);
+                }
+                _ => {}
             }
         })?;
         self.observe(&record.id).map(|_| ())
@@ -522,6 +531,20 @@ impl Containers {
         if let Some(exits) = &self.exits {
             exits.watch(id, dir);
         }
+    }
+
+    /// Records an exit the exit watcher saw. While a start or stop holds
+    /// the container this answers `Ok(false)` (try again shortly) rather
+    /// than wait: a start must record Running before the exit, so events
+    /// come in order, and one slow stop must not hold up other containers'
+    /// exits.
+    pub fn note_exit(&self, id: &str) -> Result<bool, ContainerError> {
+        let record = self.get(id)?;
+        let lock = self.lock_of(&record.id);
+        let Ok(_held) = lock.try_lock() else {
+            return Ok(false);
+        };
+        self.observe(&record.id).map(|_| true)
     }
 
     /// What wakes on exits, for a thread to wait on without holding the

@@ -138,15 +138,23 @@ impl Runtime {
         let spawned = std::thread::Builder::new()
             .name("exit-watcher".into())
             .spawn(move || {
+                // Exits of containers busy starting or stopping, retried soon.
+                let mut busy: Vec<String> = Vec::new();
                 loop {
-                    let exited = watcher.wait();
+                    let pause = (!busy.is_empty()).then_some(Duration::from_millis(20));
+                    let mut exited = watcher.wait(pause);
+                    exited.append(&mut busy);
+                    exited.sort();
+                    exited.dedup();
                     let Some(runtime) = runtime.upgrade() else {
                         return;
                     };
                     for id in exited {
                         // Observing the exit records it: the Stopped event.
-                        if let Err(e) = runtime.containers.observe(&id) {
-                            tracing::debug!(id, error = %e, "exited container is gone");
+                        match runtime.containers.note_exit(&id) {
+                            Ok(true) => {}
+                            Ok(false) => busy.push(id),
+                            Err(e) => tracing::debug!(id, error = %e, "exited container is gone"),
                         }
                     }
                 }
