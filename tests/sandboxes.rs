@@ -280,6 +280,48 @@ async fn names_are_unique_and_lists_filter() {
     );
     // Status accepts a unique id prefix.
     assert_eq!(status(&daemon, &b[..10]).await.unwrap().0.id, b);
+    // The stream and stats forms select the same pods.
+    let app_a: std::collections::HashMap<String, String> =
+        [("app".to_string(), "a".to_string())].into();
+    let mut stream = daemon
+        .runtime()
+        .await
+        .stream_pod_sandboxes(cri::StreamPodSandboxesRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: app_a.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(message) = stream.message().await.unwrap() {
+        streamed.extend(message.pod_sandboxes.into_iter().map(|p| p.id));
+    }
+    streamed.sort();
+    let mut pods_a = vec![a.clone(), a1.clone()];
+    pods_a.sort();
+    assert_eq!(streamed, pods_a);
+    let stats = daemon
+        .runtime()
+        .await
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                label_selector: app_a,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    let mut with_stats: Vec<String> = stats
+        .into_iter()
+        .map(|s| s.attributes.unwrap().id)
+        .collect();
+    with_stats.sort();
+    assert_eq!(with_stats, pods_a);
     for id in [a, a1, b] {
         daemon
             .runtime()

@@ -130,16 +130,9 @@ impl Netlink {
 
     /// Every link: (index, name, master's index).
     pub fn links(&mut self) -> io::Result<Vec<(u32, String, Option<u32>)>> {
-        let replies = self.request(
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        Ok(replies
+        Ok(self
+            .dump_links()?
             .into_iter()
-            .filter_map(|r| match r {
-                RouteNetlinkMessage::NewLink(link) => Some(link),
-                _ => None,
-            })
             .map(|link| {
                 let mut name = String::new();
                 let mut master = None;
@@ -155,9 +148,8 @@ impl Netlink {
             .collect())
     }
 
-    /// Every interface's traffic counters but loopback's (a pod's network
-    /// stats, read from a socket opened in its namespace).
-    pub fn interface_counters(&mut self) -> io::Result<Vec<InterfaceCounters>> {
+    /// Every link in this namespace.
+    fn dump_links(&mut self) -> io::Result<Vec<LinkMessage>> {
         let replies = self.request(
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
             NLM_F_DUMP,
@@ -168,6 +160,15 @@ impl Netlink {
                 RouteNetlinkMessage::NewLink(link) => Some(link),
                 _ => None,
             })
+            .collect())
+    }
+
+    /// Every interface's traffic counters but loopback's (a pod's network
+    /// stats, read from a socket opened in its namespace).
+    pub fn interface_counters(&mut self) -> io::Result<Vec<InterfaceCounters>> {
+        Ok(self
+            .dump_links()?
+            .into_iter()
             .filter_map(|link| {
                 let mut counters = InterfaceCounters::default();
                 for attribute in link.attributes {

@@ -1,7 +1,7 @@
 //! The container RPCs of RuntimeService, each a thin hand-off to
 //! `Runtime`/`Containers`. `runtime_service.rs` forwards to these.
 
-use super::{CriService, STREAM_CHUNK, rpc, to_status};
+use super::{CriService, rpc, to_status};
 use crate::container::{self, ContainerError, ContainerRecord};
 use crate::cri;
 use std::time::Duration;
@@ -117,15 +117,9 @@ pub async fn stream(
 ) -> Result<Response<super::BoxStream<cri::StreamContainersResponse>>, Status> {
     rpc("StreamContainers", "", async {
         let items = listed(service, filter).await?;
-        let chunks: Vec<Result<cri::StreamContainersResponse, Status>> = items
-            .chunks(STREAM_CHUNK)
-            .map(|c| {
-                Ok(cri::StreamContainersResponse {
-                    containers: c.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Box::pin(tokio_stream::iter(chunks)) as super::BoxStream<_>)
+        Ok(super::chunked(&items, |containers| {
+            cri::StreamContainersResponse { containers }
+        }))
     })
     .await
 }

@@ -1,6 +1,6 @@
 //! ImageService: thin hand-offs to `image::Images`.
 
-use super::{BoxStream, CriService, STREAM_CHUNK, rpc, to_status};
+use super::{BoxStream, CriService, rpc, to_status};
 use crate::cri::{self, image_service_server::ImageService};
 use crate::image::auth::Credentials;
 use crate::image::record::ImageRecord;
@@ -31,11 +31,9 @@ impl ImageService for CriService {
         let filter = filter_of(request.into_inner().filter);
         rpc("StreamImages", &filter, async {
             let images = self.list(&filter)?;
-            let chunks: Vec<Result<cri::StreamImagesResponse, Status>> = images
-                .chunks(STREAM_CHUNK)
-                .map(|c| Ok(cri::StreamImagesResponse { images: c.to_vec() }))
-                .collect();
-            Ok(Box::pin(tokio_stream::iter(chunks)) as Self::StreamImagesStream)
+            Ok(super::chunked(&images, |images| {
+                cri::StreamImagesResponse { images }
+            }))
         })
         .await
     }

@@ -31,6 +31,19 @@ pub(crate) const STREAM_CHUNK: usize = 200;
 pub type BoxStream<T> =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// A Stream* RPC's answer: `items` in messages of `STREAM_CHUNK`, each made
+/// by `message`.
+pub(crate) fn chunked<T: Clone, R: Send + 'static>(
+    items: &[T],
+    message: impl Fn(Vec<T>) -> R,
+) -> BoxStream<R> {
+    let messages: Vec<Result<R, Status>> = items
+        .chunks(STREAM_CHUNK)
+        .map(|chunk| Ok(message(chunk.to_vec())))
+        .collect();
+    Box::pin(tokio_stream::iter(messages))
+}
+
 /// Serves RuntimeService and ImageService on `listener` until `shutdown`.
 pub async fn serve(
     runtime: Arc<Runtime>,

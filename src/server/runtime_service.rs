@@ -2,9 +2,7 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{
-    BoxStream, CriService, STREAM_CHUNK, containers, events, rpc, stats, to_status, unimplemented,
-};
+use super::{BoxStream, CriService, containers, events, rpc, stats, to_status, unimplemented};
 use crate::cri::{self, runtime_service_server::RuntimeService};
 use crate::runtime::PodError;
 use tonic::{Request, Response, Status};
@@ -173,15 +171,9 @@ impl RuntimeService for CriService {
                 .iter()
                 .map(|r| r.to_cri())
                 .collect();
-            let chunks: Vec<Result<cri::StreamPodSandboxesResponse, Status>> = items
-                .chunks(STREAM_CHUNK)
-                .map(|c| {
-                    Ok(cri::StreamPodSandboxesResponse {
-                        pod_sandboxes: c.to_vec(),
-                    })
-                })
-                .collect();
-            Ok(Box::pin(tokio_stream::iter(chunks)) as Self::StreamPodSandboxesStream)
+            Ok(super::chunked(&items, |pod_sandboxes| {
+                cri::StreamPodSandboxesResponse { pod_sandboxes }
+            }))
         })
         .await
     }

@@ -2,7 +2,7 @@
 //! to the runtime's measurements (`runtime/stats.rs`), off the async workers
 //! because they read cgroup files, walk writable layers and ask netlink.
 
-use super::{BoxStream, CriService, STREAM_CHUNK, rpc};
+use super::{BoxStream, CriService, chunked, rpc};
 use crate::container::ContainerError;
 use crate::cri;
 use tonic::{Response, Status};
@@ -46,15 +46,9 @@ pub async fn stream_containers(
 ) -> Result<Response<BoxStream<cri::StreamContainerStatsResponse>>, Status> {
     rpc("StreamContainerStats", "", async {
         let stats = containers(service, filter).await?;
-        let chunks: Vec<_> = stats
-            .chunks(STREAM_CHUNK)
-            .map(|c| {
-                Ok(cri::StreamContainerStatsResponse {
-                    container_stats: c.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Box::pin(tokio_stream::iter(chunks)) as BoxStream<_>)
+        Ok(chunked(&stats, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        }))
     })
     .await
 }
@@ -100,15 +94,9 @@ pub async fn stream_pods(
 ) -> Result<Response<BoxStream<cri::StreamPodSandboxStatsResponse>>, Status> {
     rpc("StreamPodSandboxStats", "", async {
         let stats = pods(service, filter).await?;
-        let chunks: Vec<_> = stats
-            .chunks(STREAM_CHUNK)
-            .map(|c| {
-                Ok(cri::StreamPodSandboxStatsResponse {
-                    pod_sandbox_stats: c.to_vec(),
-                })
-            })
-            .collect();
-        Ok(Box::pin(tokio_stream::iter(chunks)) as BoxStream<_>)
+        Ok(chunked(&stats, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        }))
     })
     .await
 }
