@@ -129,3 +129,30 @@ async fn lifecycle_events_arrive_once_in_order() {
     let extra = tokio::time::timeout(Duration::from_millis(500), events.message()).await;
     assert!(extra.is_err(), "unexpected event: {extra:?}");
 }
+
+/// After a restart, containers that were running are watched again: one
+/// that exits later is reported as it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn exits_after_a_restart_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let mut pod = Pod::new_on(daemon, json!({})).await;
+    let later = pod
+        .run("later", json!({"command": ["sh", "-c", "sleep 3; exit 7"]}))
+        .await;
+    pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    pod.daemon = common::Daemon::start_in(dir.path(), &[]);
+    let mut events = pod
+        .daemon
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let stopped = expect(&mut events, Kind::ContainerStoppedEvent, &later).await;
+    assert_eq!(stopped.containers_statuses[0].exit_code, 7);
+    pod.remove_pod().await;
+}
