@@ -332,6 +332,55 @@ async fn names_are_unique_and_lists_filter() {
     }
 }
 
+/// UpdatePodSandboxResources (after kubelet resized the pod's cgroup) is
+/// recorded in the sandbox's config, across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_resources_updates_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let mut daemon = Daemon::start_in(dir.path(), &[]);
+    let id = run(&daemon, pod("resized", 0), "").await.unwrap();
+    let update = |pod_sandbox_id: &str| cri::UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod_sandbox_id.into(),
+        overhead: Some(cri::LinuxContainerResources {
+            memory_limit_in_bytes: 1 << 20,
+            ..Default::default()
+        }),
+        resources: Some(cri::LinuxContainerResources {
+            cpu_shares: 512,
+            memory_limit_in_bytes: 256 << 20,
+            ..Default::default()
+        }),
+    };
+    daemon
+        .runtime()
+        .await
+        .update_pod_sandbox_resources(update(&id))
+        .await
+        .unwrap();
+    daemon.stop_with(Signal::SIGKILL);
+    daemon = Daemon::start_in(dir.path(), &[]);
+    let (_, info) = status(&daemon, &id).await.unwrap();
+    let linux = &info["config"]["linux"];
+    assert_eq!(linux["resources"]["cpu_shares"], 512, "{linux}");
+    assert_eq!(linux["resources"]["memory_limit_in_bytes"], 256 << 20);
+    assert_eq!(linux["overhead"]["memory_limit_in_bytes"], 1 << 20);
+    let err = daemon
+        .runtime()
+        .await
+        .update_pod_sandbox_resources(update("feedbeef"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("feedbeef"), "{err:?}");
+    daemon
+        .runtime()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_namespaces_are_the_hosts() {
     let daemon = Daemon::start();

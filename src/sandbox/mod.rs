@@ -417,6 +417,27 @@ impl Sandboxes {
         Ok(())
     }
 
+    /// UpdatePodSandboxResources: kubelet has already resized the pod's
+    /// cgroup; the sandbox's config records the new pod-level resources and
+    /// overhead (as PodSandboxStatus and later container creations see them).
+    pub fn update_resources(
+        &self,
+        id: &str,
+        overhead: Option<cri::LinuxContainerResources>,
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> Result<(), SandboxError> {
+        let mut record = self.get(id)?;
+        let linux = record.config.linux.get_or_insert_default();
+        linux.overhead = overhead;
+        linux.resources = resources;
+        self.store.put(Table::Sandboxes, &record.id, &record)?;
+        self.records
+            .write()
+            .expect("sandboxes")
+            .insert(record.id.clone(), record);
+        Ok(())
+    }
+
     /// RemovePodSandbox: unpins namespaces, unmounts shm, deletes the dir and
     /// the record. Idempotent; unknown ids succeed.
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {

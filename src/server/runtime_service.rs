@@ -376,8 +376,22 @@ impl RuntimeService for CriService {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<cri::UpdatePodSandboxResourcesRequest>,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
-        unimplemented("UpdatePodSandboxResources").await
+        let request = request.into_inner();
+        let id = request.pod_sandbox_id.clone();
+        rpc(
+            "UpdatePodSandboxResources",
+            &id,
+            self.blocking(move |rt| {
+                rt.sandboxes.update_resources(
+                    &request.pod_sandbox_id,
+                    request.overhead,
+                    request.resources,
+                )?;
+                Ok::<_, crate::sandbox::SandboxError>(cri::UpdatePodSandboxResourcesResponse {})
+            }),
+        )
+        .await
     }
 }
