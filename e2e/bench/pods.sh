@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pod benchmark: start latency of a pod with one container (RunPodSandbox +
 # CreateContainer + StartContainer, image present; median of RUNS), 50 pods
-# started concurrently, and the memory a running pod costs (shims, pause) and
-# the daemon's RSS with 50 pods — crius and Debian's containerd (CRI plugin,
+# started concurrently, the memory a running pod costs (shims, pause), the
+# daemon's RSS with 50 pods, and stats polling (ListContainerStats,
+# ListPodSandboxStats) with them — crius and Debian's containerd (CRI plugin,
 # runc), driven by the same client (crius-e2e bench-pods). Pods use the node's
 # network so that the figures compare the runtimes, not their CNI set-up.
 #   e2e/bench/pods.sh [RUNS]      (default 30)
@@ -45,3 +46,7 @@ printf '  %-11s RSS %6s  PSS %6s   (target: crius RSS <= 2)\n' \
 echo "daemon RSS with 50 running pods (MiB)"
 printf '  %-11s %8s   (target: crius <= 40)\n' crius "$(get crius.daemon_rss_mib_with_50_pods)" \
     containerd "$(get containerd.daemon_rss_mib_with_50_pods)"
+echo "stats polling with 50 running pods (median of 10 calls, ms)"
+printf '  %-11s ListContainerStats %6s   ListPodSandboxStats %6s\n' \
+    crius "$(get crius.list_container_stats_50_pods_median_ms)" "$(get crius.list_pod_sandbox_stats_50_pods_median_ms)" \
+    containerd "$(get containerd.list_container_stats_50_pods_median_ms)" "$(get containerd.list_pod_sandbox_stats_50_pods_median_ms)"

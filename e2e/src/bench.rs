@@ -243,8 +243,50 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "{label}.per_pod_pss_mib={:.2}",
         pss as f64 / 1024.0 / pods as f64
     );
+    stats_latency(&mut rt, label, ids.len()).await;
     remove_pods(&mut rt, &ids).await?;
     Ok(())
+}
+
+/// What kubelet's periodic stats polling costs with `pods` running pods:
+/// ListContainerStats and ListPodSandboxStats, median of 10 calls each (the
+/// first call, which may prime caches, is not counted). A runtime that does
+/// not serve a call gets "n/a".
+async fn stats_latency(rt: &mut RuntimeServiceClient<Channel>, label: &str, pods: usize) {
+    let mut containers = Vec::new();
+    let mut sandboxes = Vec::new();
+    for i in 0..11 {
+        let started = Instant::now();
+        let ok = rt
+            .list_container_stats(cri::ListContainerStatsRequest::default())
+            .await
+            .is_ok();
+        if ok && i > 0 {
+            containers.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        let started = Instant::now();
+        let ok = rt
+            .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+            .await
+            .is_ok();
+        if ok && i > 0 {
+            sandboxes.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let median = |mut times: Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times
+            .get(times.len() / 2)
+            .map_or("n/a".to_string(), |m| format!("{m:.1}"))
+    };
+    println!(
+        "{label}.list_container_stats_{pods}_pods_median_ms={}",
+        median(containers)
+    );
+    println!(
+        "{label}.list_pod_sandbox_stats_{pods}_pods_median_ms={}",
+        median(sandboxes)
+    );
 }
 
 /// RunPodSandbox latency (no containers), median of `runs`, with the pod in

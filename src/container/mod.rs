@@ -382,27 +382,30 @@ impl Containers {
 
     /// ListContainers: every filter field that is set must match.
     pub fn list(&self, filter: Option<&cri::ContainerFilter>) -> Vec<ContainerRecord> {
+        // What does not change is matched first: only the matches' shim
+        // files are read (a pod's containers, not the node's).
         let ids: Vec<String> = self
             .records
             .read()
             .expect("containers")
-            .keys()
-            .cloned()
-            .collect();
-        ids.iter()
-            .filter_map(|id| self.observe(id).ok())
-            .filter(|r| match filter {
-                None => true,
-                Some(f) => {
+            .values()
+            .filter(|r| {
+                filter.is_none_or(|f| {
                     r.id.starts_with(&f.id)
                         && r.sandbox_id.starts_with(&f.pod_sandbox_id)
-                        && f.state
-                            .as_ref()
-                            .is_none_or(|s| s.state == r.cri_state() as i32)
                         && f.label_selector
                             .iter()
                             .all(|(k, v)| r.config.labels.get(k) == Some(v))
-                }
+                })
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.observe(id).ok())
+            .filter(|r| {
+                filter
+                    .and_then(|f| f.state.as_ref())
+                    .is_none_or(|s| s.state == r.cri_state() as i32)
             })
             .collect()
     }
