@@ -12,6 +12,16 @@ use serde_json::json;
 use std::time::Duration;
 use tonic::Streaming;
 
+async fn subscribe(daemon: &common::Daemon) -> Streaming<cri::ContainerEventResponse> {
+    daemon
+        .runtime()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn next(events: &mut Streaming<cri::ContainerEventResponse>) -> cri::ContainerEventResponse {
     tokio::time::timeout(Duration::from_secs(15), events.message())
         .await
@@ -40,13 +50,7 @@ async fn expect(
 #[ignore = "needs the e2e registry and images: run `make test`"]
 async fn lifecycle_events_arrive_once_in_order() {
     let daemon = common::Daemon::start();
-    let mut events = daemon
-        .runtime()
-        .await
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = subscribe(&daemon).await;
     let pod = Pod::new_on(daemon, json!({})).await;
 
     let created = expect(&mut events, Kind::ContainerCreatedEvent, &pod.id).await;
@@ -144,14 +148,7 @@ async fn exits_after_a_restart_are_reported() {
         .await;
     pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
     pod.daemon = common::Daemon::start_in(dir.path(), &[]);
-    let mut events = pod
-        .daemon
-        .runtime()
-        .await
-        .get_container_events(cri::GetEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = subscribe(&pod.daemon).await;
     let stopped = expect(&mut events, Kind::ContainerStoppedEvent, &later).await;
     assert_eq!(stopped.containers_statuses[0].exit_code, 7);
     pod.remove_pod().await;
