@@ -362,3 +362,65 @@ async fn start_up_removes_what_a_crash_mid_attach_left() {
     );
     remove_sandbox(&daemon, &live).await;
 }
+
+/// Many pods with host ports set up and torn down at once (as when a node
+/// drains): every call succeeds, and no rule, veth or lease is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pods_with_host_ports_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crg");
+    let _bridge = BridgeGuard(bridge.clone());
+    builtin_config(dir.path(), &bridge, 6);
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    let base = 20_000 + (std::process::id() % 1000) as i32 * 20;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let mut runtime = daemon.runtime().await;
+        tasks.push(tokio::spawn(async move {
+            let config: cri::PodSandboxConfig = serde_json::from_value(json!({
+                "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("p{i}-uid")},
+                "port_mappings": [{"protocol": 0, "container_port": 80, "host_port": base + i}],
+                "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+            }))
+            .unwrap();
+            runtime
+                .run_pod_sandbox(cri::RunPodSandboxRequest {
+                    config: Some(config),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().pod_sandbox_id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(ports_of(&bridge).len(), 16);
+    assert_eq!(leases(dir.path(), 6), 16);
+    let mut tasks = Vec::new();
+    for id in ids {
+        let mut runtime = daemon.runtime().await;
+        tasks.push(tokio::spawn(async move {
+            runtime
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(ports_of(&bridge).is_empty(), "no veth is left");
+    assert_eq!(leases(dir.path(), 6), 0, "no lease is left");
+    let rules = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    let pod_chains = rules
+        .lines()
+        .filter(|l| l.contains("CRIUS-POD-") && l.contains(&format!("CRIUS-PORTS-{bridge}")))
+        .count();
+    assert_eq!(pod_chains, 0, "no host-port rule is left:\n{rules}");
+}
