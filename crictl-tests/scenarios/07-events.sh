@@ -8,8 +8,8 @@ config=$CRICTL_TESTS/configs/container-config.json
 image=$(json_get "$(cat "$config")" 'd["image"]["image"]')
 crictl pull "$image" >/dev/null
 out=$(mktemp)
-# The per-call timeout would end the stream: follow with a long one.
-"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --timeout 60s events >"$out" &
+# Run directly (not through the shell function) so that $! is its PID.
+"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --timeout 10s events >"$out" &
 follower=$!
 trap 'kill $follower 2>/dev/null || true; rm -f "$out"' EXIT
 sleep 0.5

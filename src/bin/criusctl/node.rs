@@ -79,9 +79,10 @@ pub struct EventsArgs {
 }
 
 /// Follows the runtime's container events until interrupted, one document
-/// per event (compact JSON lines, or YAML documents).
+/// per event (compact JSON lines, or YAML documents). The stream has no call
+/// timeout (`--timeout` bounds connecting only).
 pub async fn events(settings: &Settings, args: EventsArgs) -> anyhow::Result<()> {
-    let mut client = settings.runtime().await?;
+    let mut client = settings.runtime_with(None).await?;
     let mut events = client
         .get_container_events(cri::GetEventsRequest {})
         .await
