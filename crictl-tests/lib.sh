@@ -23,3 +23,12 @@ $1" ;;
 json_get() {
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
+
+# harness_config FILE: prints the path of a copy of FILE whose images come from
+# the harness registry ($CRIUS_E2E_REGISTRY; the configs say 127.0.0.1:5000).
+harness_config() {
+    local out
+    out=$(mktemp "${CRICTL_TMP:-/tmp}/config.XXXXXX.json")
+    sed "s|127\.0\.0\.1:5000|${CRIUS_E2E_REGISTRY:-127.0.0.1:5000}|g" "$1" >"$out"
+    echo "$out"
+}

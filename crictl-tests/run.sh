@@ -35,7 +35,7 @@ for _ in $(seq 1 100); do [ -S "$work/crius.sock" ] && break; sleep 0.1; done
 
 export CRI_ENDPOINT="unix://$work/crius.sock"
 export CRICTL=${CRICTL:-$bin/criusctl}
-export CRICTL_TESTS=$PWD/crictl-tests
+export CRICTL_TESTS=$PWD/crictl-tests CRICTL_TMP=$work
 
 passed=0 failed=0
 for scenario in crictl-tests/scenarios/*.sh; do

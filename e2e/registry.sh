@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Starts or stops the harness's registry: Debian's docker-registry
-# (distribution v2) on 127.0.0.1:5000, storage in DIR.
+# (distribution v2) on loopback, storage in DIR. The address is
+# $CRIUS_E2E_REGISTRY if set, else a free port on 127.0.0.1 (a developer may
+# already run a registry on 5000); it is written to DIR/addr.
 #   e2e/registry.sh start DIR    # returns once /v2/ answers
 #   e2e/registry.sh stop DIR     # stops it by the PID recorded in DIR
 set -euo pipefail
 
-addr=${CRIUS_E2E_REGISTRY:-127.0.0.1:5000}
+# A port the kernel hands out as free; docker-registry takes it a moment later.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+addr=${CRIUS_E2E_REGISTRY:-127.0.0.1:$(free_port)}
 cmd=${1:?usage: registry.sh start|stop DIR}
 dir=${2:?usage: registry.sh start|stop DIR}
 pidfile=$dir/registry.pid
@@ -28,9 +35,12 @@ storage:
     enabled: true
 http:
   addr: $addr
+  debug:
+    addr: ""
 YAML
     setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
+    echo "$addr" >"$dir/addr"
     for _ in $(seq 1 100); do
         if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
             echo "registry serving http://$addr (pid $(cat "$pidfile"), storage $dir/storage)"

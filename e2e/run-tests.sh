@@ -24,8 +24,9 @@ cargo build --workspace --all-targets --quiet
 
 echo "== registry and test images"
 e2e/registry.sh start "$work/registry"
-target/debug/crius-e2e push-images --out "$work/images.json"
-export CRIUS_E2E_IMAGES=$work/images.json CRIUS_E2E_REGISTRY_STORAGE=$work/registry/storage
+CRIUS_E2E_REGISTRY=$(cat "$work/registry/addr")
+target/debug/crius-e2e push-images --registry "$CRIUS_E2E_REGISTRY" --out "$work/images.json"
+export CRIUS_E2E_REGISTRY CRIUS_E2E_IMAGES=$work/images.json CRIUS_E2E_REGISTRY_STORAGE=$work/registry/storage
 
 echo "== unit and integration tests"
 cargo test --workspace --quiet -- --include-ignored

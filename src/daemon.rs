@@ -105,10 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     tokio::pin!(server);
     let signal_name = tokio::select! {
-        result = &mut server => {
-            result.context("gRPC server failed")?;
-            "none"
-        }
+        () = &mut server => "none",
         name = termination.wait() => name,
     };
     tracing::info!(

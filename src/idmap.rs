@@ -101,75 +101,9 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-
-/// Mounts an overlay of idmapped layers at `merged`, created with the fs
-/// ids `creator` (the pod's root on the host). overlayfs works on its layers
-/// with its creator's credentials, and through idmapped layers only the
-/// pod's root maps; the layer paths are resolved before the switch, as
-/// root, since crius's dirs are closed to other users.
-pub fn mount_overlay(
-    merged: &Path,
-    lower: &[String],
-    upper: &Path,
-    work: &Path,
-    creator: (u32, u32),
-) -> std::io::Result<()> {
-    let c = |s: &str| CString::new(s).map_err(std::io::Error::other);
-    // SAFETY: raw syscalls with valid NUL-terminated strings and fds we own.
-    unsafe {
-        let fs = check(libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1))?;
-        let fs = OwnedFd::from_raw_fd(fs as i32);
-        let set = |key: &CString, value: &CString| {
-            check(libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            ))
-        };
-        let step =
-            |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
-        for layer in lower {
-            set(&c("lowerdir+")?, &c(layer)?).map_err(|e| step(layer, e))?;
-        }
-        set(&c("upperdir")?, &cpath(upper)?).map_err(|e| step("upperdir", e))?;
-        set(&c("workdir")?, &cpath(work)?).map_err(|e| step("workdir", e))?;
-        {
-            let _ids = FsIds::switch(creator);
-            check(libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_CMD_CREATE,
-                std::ptr::null::<libc::c_char>(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            ))
-            .map_err(|e| step("creating the overlay", e))?;
-        }
-        let mnt = check(libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 0))
-            .map_err(|e| step("fsmount", e))?;
-        let mnt = OwnedFd::from_raw_fd(mnt as i32);
-        let target = cpath(merged)?;
-        check(libc::syscall(
-            libc::SYS_move_mount,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        ))
-        .map_err(|e| step("move_mount", e))?;
-    }
-    Ok(())
-}
-
 /// This thread's fs uid and gid, switched for a scope (setfsuid/setfsgid
 /// affect the calling thread only).
-struct FsIds;
+pub(crate) struct FsIds;
 
 #[repr(C)]
 struct CapHeader {
@@ -186,7 +120,7 @@ struct CapData {
 }
 
 impl FsIds {
-    fn switch((uid, gid): (u32, u32)) -> FsIds {
+    pub(crate) fn switch((uid, gid): (u32, u32)) -> FsIds {
         // SAFETY: plain ids and capability structs of the kernel's layout
         // (version 3: two data words), this thread only.
         unsafe {

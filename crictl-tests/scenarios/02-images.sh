@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Image lifecycle as an operator drives it: pull, list, inspect, remove.
-# Needs the harness registry (crius-test images on 127.0.0.1:5000).
+# Needs the harness registry (crius-test images on $CRIUS_E2E_REGISTRY).
 . "$CRICTL_TESTS/lib.sh"
 
 reg=${CRIUS_E2E_REGISTRY:-127.0.0.1:5000}

@@ -4,7 +4,7 @@
 . "$CRICTL_TESTS/lib.sh"
 
 pod_config=$CRICTL_TESTS/configs/pod-config.json
-config=$CRICTL_TESTS/configs/container-config.json
+config=$(harness_config "$CRICTL_TESTS/configs/container-config.json")
 image=$(json_get "$(cat "$config")" 'd["image"]["image"]')
 crictl pull "$image" >/dev/null
 

@@ -5,7 +5,7 @@
 . "$CRICTL_TESTS/lib.sh"
 
 pod_config=$CRICTL_TESTS/configs/web-pod.json
-config=$CRICTL_TESTS/configs/web-container.json
+config=$(harness_config "$CRICTL_TESTS/configs/web-container.json")
 crictl pull "$(json_get "$(cat "$config")" 'd["image"]["image"]')" >/dev/null
 
 info=$(crictl info -o json)

@@ -12,11 +12,11 @@ bench_setup() {
     BIN=$PWD/target/release
     CTL=$BIN/criusctl
     WORK=$(mktemp -d /tmp/crius-bench.XXXXXX)
-    REG=127.0.0.1:5000
     PIDS=()
     BRIDGES=() # removed on exit
     trap bench_cleanup EXIT
     e2e/registry.sh start "$WORK/registry" >/dev/null
+    REG=$(cat "$WORK/registry/addr")
 }
 
 bench_cleanup() {

@@ -27,7 +27,7 @@ enum Command {
     /// Build the test images and push them to a registry
     PushImages {
         /// Registry host:port (plain HTTP)
-        #[arg(long, default_value = "127.0.0.1:5000")]
+        #[arg(long, env = "CRIUS_E2E_REGISTRY")]
         registry: String,
         /// The static busybox binary the images are made of
         #[arg(long, default_value = "/bin/busybox")]
@@ -38,7 +38,7 @@ enum Command {
     },
     /// Build and push the large benchmark image (busybox plus data layers)
     PushBig {
-        #[arg(long, default_value = "127.0.0.1:5000")]
+        #[arg(long, env = "CRIUS_E2E_REGISTRY")]
         registry: String,
         #[arg(long, default_value = "/bin/busybox")]
         busybox: PathBuf,

@@ -113,43 +113,104 @@ pub fn all_capabilities() -> Capabilities {
         .collect()
 }
 
+/// The capabilities criusd holds (its bounding and permitted sets, from
+/// /proc/self/status). runc, which criusd starts, can give a container no
+/// others: on nodes whose runtime runs in a container, or lacks one as root
+/// does here (CAP_SYS_RESOURCE), asking for more fails inside runc.
+pub fn held_capabilities() -> &'static Capabilities {
+    static HELD: std::sync::OnceLock<Capabilities> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let held = held_from_status(&status);
+        let missing: Vec<&str> = ALL_NAMES
+            .iter()
+            .filter(|n| !held.contains(&parse_capability(n, "").expect("known capability")))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(
+                ?missing,
+                "criusd lacks these capabilities: privileged and ALL mean all the others"
+            );
+        }
+        held
+    })
+}
+
+/// The capabilities in both `CapBnd` and `CapPrm` of a /proc status text.
+fn held_from_status(status: &str) -> Capabilities {
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let held = mask("CapBnd:") & mask("CapPrm:");
+    ALL_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| held & (1 << bit) != 0)
+        .map(|(_, n)| parse_capability(n, "").expect("known capability"))
+        .collect()
+}
+
 fn is_all(name: &str) -> bool {
     name.eq_ignore_ascii_case("ALL")
+}
+
+/// One capability a request names, which criusd must hold.
+fn named_capability(
+    name: &str,
+    field: &str,
+    held: &Capabilities,
+) -> Result<Capability, ContainerError> {
+    let cap = parse_capability(name, field)?;
+    if !held.contains(&cap) {
+        return Err(ContainerError::Invalid(format!(
+            "{field}: {name:?} is not held by criusd (not in its capability bounding set), \
+             so no container on this node can have it"
+        )));
+    }
+    Ok(cap)
 }
 
 /// The capability sets of a container's process. Root gets the set as
 /// bounding, permitted and effective; another user gets it as bounding only
 /// (the kernel clears the rest on exec), plus its ambient capabilities.
+/// Privileged and `ALL` mean all that criusd holds (`held`), as in containerd
+/// and CRI-O; defaults criusd lacks are left out; a capability a request
+/// names that criusd lacks is refused, naming it.
 pub fn capabilities(
     sc: &cri::LinuxContainerSecurityContext,
     uid: u32,
+    held: &Capabilities,
 ) -> Result<(LinuxCapabilities, Capabilities), ContainerError> {
     let field = "config.linux.security_context.capabilities";
+    let add_field = format!("{field}.add_capabilities");
     let caps = sc.capabilities.clone().unwrap_or_default();
     let mut set: Capabilities = if sc.privileged {
-        all_capabilities()
+        held.clone()
     } else {
-        DEFAULT_CAPABILITIES.iter().copied().collect()
+        DEFAULT_CAPABILITIES
+            .iter()
+            .filter(|c| held.contains(c))
+            .copied()
+            .collect()
     };
     if !sc.privileged {
         if caps.add_capabilities.iter().any(|c| is_all(c)) {
-            set = all_capabilities();
+            set = held.clone();
         } else {
             for name in &caps.add_capabilities {
-                set.insert(parse_capability(
-                    name,
-                    &format!("{field}.add_capabilities"),
-                )?);
+                set.insert(named_capability(name, &add_field, held)?);
             }
         }
         if caps.drop_capabilities.iter().any(|c| is_all(c)) {
             set.clear();
             // Adds still apply after dropping ALL, as in containerd.
             for name in caps.add_capabilities.iter().filter(|c| !is_all(c)) {
-                set.insert(parse_capability(
-                    name,
-                    &format!("{field}.add_capabilities"),
-                )?);
+                set.insert(named_capability(name, &add_field, held)?);
             }
         } else {
             for name in &caps.drop_capabilities {
@@ -162,7 +223,7 @@ pub fn capabilities(
     }
     let mut ambient = Capabilities::new();
     for name in &caps.add_ambient_capabilities {
-        let cap = parse_capability(name, &format!("{field}.add_ambient_capabilities"))?;
+        let cap = named_capability(name, &format!("{field}.add_ambient_capabilities"), held)?;
         set.insert(cap);
         ambient.insert(cap);
     }
@@ -315,6 +376,63 @@ mod tests {
 
     fn sc(json: &str) -> cri::LinuxContainerSecurityContext {
         serde_json::from_str(json).unwrap()
+    }
+
+    fn capabilities(
+        sc: &cri::LinuxContainerSecurityContext,
+        uid: u32,
+    ) -> Result<(LinuxCapabilities, Capabilities), ContainerError> {
+        super::capabilities(sc, uid, &all_capabilities())
+    }
+
+    #[test]
+    fn all_means_all_that_criusd_holds() {
+        // CapBnd without CAP_SYS_RESOURCE (24), as root has on this node.
+        let status = "Name:\tcriusd\nCapPrm:\t000001fffeffffff\nCapBnd:\t000001fffeffffff\n";
+        let held = held_from_status(status);
+        assert_eq!(held.len(), ALL_NAMES.len() - 1);
+        assert!(!held.contains(&Capability::SysResource));
+        // A permitted set narrower than the bounding set narrows it too.
+        let held_prm = held_from_status("CapPrm:\t0000000000000001\nCapBnd:\t000001ffffffffff\n");
+        assert_eq!(held_prm, [Capability::Chown].into_iter().collect());
+        for json in [
+            r#"{"privileged": true}"#,
+            r#"{"capabilities": {"add_capabilities": ["ALL"]}}"#,
+        ] {
+            let (oci, set) = super::capabilities(&sc(json), 0, &held).unwrap();
+            assert_eq!(set, held, "{json}");
+            assert!(
+                !oci.bounding()
+                    .as_ref()
+                    .unwrap()
+                    .contains(&Capability::SysResource)
+            );
+        }
+        let err = super::capabilities(
+            &sc(r#"{"capabilities": {"add_capabilities": ["CAP_SYS_RESOURCE"]}}"#),
+            0,
+            &held,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ContainerError::Invalid(_)));
+        assert!(
+            err.to_string()
+                .contains("add_capabilities: \"CAP_SYS_RESOURCE\" is not held by criusd"),
+            "{err}"
+        );
+        let err = super::capabilities(
+            &sc(r#"{"capabilities": {"add_ambient_capabilities": ["SYS_RESOURCE"]}}"#),
+            1000,
+            &held,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("add_ambient_capabilities"),
+            "{err}"
+        );
+        // Defaults that criusd lacks are left out, not refused.
+        let (_, set) = super::capabilities(&sc("{}"), 0, &held_prm).unwrap();
+        assert_eq!(set, [Capability::Chown].into_iter().collect());
     }
 
     #[test]

@@ -234,7 +234,8 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
         )));
     }
 
-    let (capabilities, cap_set) = security::capabilities(&sc, input.user.uid)?;
+    let (capabilities, cap_set) =
+        security::capabilities(&sc, input.user.uid, security::held_capabilities())?;
     let mut user = User::default();
     user.set_uid(input.user.uid);
     user.set_gid(input.user.gid);

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod content;
 pub mod hosts;
 pub mod manifest;
+pub mod overlay;
 mod pull;
 pub mod record;
 pub mod reference;
@@ -64,6 +65,11 @@ pub enum ImageError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "image {image} has {layers} layers; overlayfs stacks at most {}",
+        overlay::MAX_LOWER_LAYERS
+    )]
+    TooManyLayers { image: String, layers: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,7 +99,9 @@ impl Classify for ImageError {
                 _ => ErrorKind::FailedPrecondition,
             },
             ImageError::Io { .. } => ErrorKind::Internal,
-            ImageError::Config { .. } => ErrorKind::FailedPrecondition,
+            ImageError::Config { .. } | ImageError::TooManyLayers { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             ImageError::Store(e) => e.kind(),
         }
     }

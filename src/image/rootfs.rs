@@ -9,8 +9,9 @@
 //!   snapshots go when the last container using them is removed.
 //! - A failed mount leaves nothing behind; removal is idempotent.
 
+use super::overlay::{self, Overlay};
 use super::{ImageError, Images};
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, umount2};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,9 +23,6 @@ pub struct Lease {
     /// Bottom layer first.
     pub chain_ids: Vec<String>,
 }
-
-/// Overlay option strings must fit in one page.
-const MAX_MOUNT_DATA: usize = 4000;
 
 impl Images {
     /// Where containers' root filesystems and writable layers live.
@@ -97,12 +95,20 @@ impl Images {
         if is_mountpoint(&merged) {
             return Ok(merged);
         }
-        let mut lower: Vec<String> = lease
+        let mut lower: Vec<PathBuf> = lease
             .chain_ids
             .iter()
             .rev()
-            .map(|c| self.snapshots().fs(c).display().to_string())
+            .map(|c| self.snapshots().fs(c))
             .collect();
+        if lower.len() > overlay::MAX_LOWER_LAYERS {
+            unmount_all_under(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(ImageError::TooManyLayers {
+                image: lease.image_id.clone(),
+                layers: lower.len(),
+            });
+        }
         let mut rw = dir.join("rw");
         if let Some((userns, _)) = userns {
             match idmapped_layers(&dir, &lower, userns) {
@@ -117,42 +123,22 @@ impl Images {
                 }
             }
         }
-        let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            rw.join("upper").display(),
-            rw.join("work").display()
-        );
-        let result = if data.len() > MAX_MOUNT_DATA {
-            Err(ImageError::BadSpec(format!(
-                "image {} has too many layers for one overlay mount",
-                lease.image_id
-            )))
-        } else if let Some(missing) = lease.chain_ids.iter().find(|c| !self.snapshots().exists(c)) {
-            Err(ImageError::NotFound(format!(
-                "snapshot {missing} of image {}",
-                lease.image_id
-            )))
-        } else {
-            match userns {
-                Some((_, root_ids)) => crate::idmap::mount_overlay(
-                    &merged,
-                    &lower,
-                    &rw.join("upper"),
-                    &rw.join("work"),
-                    root_ids,
-                )
-                .map_err(io),
-                None => mount(
-                    Some("overlay"),
-                    &merged,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(data.as_str()),
-                )
-                .map_err(|e| io(std::io::Error::from(e))),
-            }
-        };
+        let result =
+            if let Some(missing) = lease.chain_ids.iter().find(|c| !self.snapshots().exists(c)) {
+                Err(ImageError::NotFound(format!(
+                    "snapshot {missing} of image {}",
+                    lease.image_id
+                )))
+            } else {
+                Overlay {
+                    lower: &lower,
+                    upper: &rw.join("upper"),
+                    work: &rw.join("work"),
+                    links: &dir.join("l"),
+                }
+                .mount(&merged, userns.map(|(_, ids)| ids))
+                .map_err(io)
+            };
         if let Err(e) = result {
             unmount_all_under(&dir);
             let _ = std::fs::remove_dir_all(&dir);
@@ -199,13 +185,13 @@ impl Images {
 
 /// Idmapped copies of the lower layers (`dir/lower/<n>`) and of `dir/rw`
 /// (`dir/rw-map`); returns the lower paths in the order given.
-fn idmapped_layers(dir: &Path, lower: &[String], userns: &Path) -> std::io::Result<Vec<String>> {
+fn idmapped_layers(dir: &Path, lower: &[PathBuf], userns: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut mapped = Vec::new();
     for (n, layer) in lower.iter().enumerate() {
         let target = dir.join("lower").join(n.to_string());
         std::fs::create_dir_all(&target)?;
-        crate::idmap::mount(Path::new(layer), &target, userns)?;
-        mapped.push(target.display().to_string());
+        crate::idmap::mount(layer, &target, userns)?;
+        mapped.push(target);
     }
     let rw_map = dir.join("rw-map");
     std::fs::create_dir_all(&rw_map)?;

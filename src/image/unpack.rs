@@ -2,10 +2,21 @@
 //! format.
 //!
 //! Invariants:
-//! - Nothing outside `dest` is touched. Entries with absolute paths or `..`
-//!   are refused, and so is any entry whose parent path passes through a
-//!   symlink (each ancestor is checked with lstat; `dest` is ours alone while
-//!   unpacking, so the check cannot race).
+//! - Nothing outside `dest` is touched. Entry names are taken relative to
+//!   the layer root, as tar and the peers take them (`/etc/passwd` is
+//!   `etc/passwd`; `/` and `./` are the root itself, whose mode, owner and
+//!   time apply to `dest`). A `..` that would climb above the root is refused,
+//!   and so is any entry whose parent path passes through a symlink (each
+//!   ancestor is checked with lstat; `dest` is ours alone while unpacking, so
+//!   the check cannot race). Names are resolved lexically, never through the
+//!   filesystem.
+//! - A stream may end right after an entry's data, without the padding of its
+//!   last block or the end-of-archive blocks (umoci writes such layers, and
+//!   Go's archive/tar, which containerd and CRI-O use, reads them). A stream
+//!   that ends inside a header or inside an entry's data is refused: the
+//!   layer's digests say the blob is what was published, not that it is a
+//!   whole archive. Whatever follows an end-of-archive block is ignored (it
+//!   still counts in the diff ID).
 //! - OCI whiteouts become overlay whiteouts: `.wh.<name>` is a 0/0 character
 //!   device `<name>`; `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its
 //!   directory. Images cannot set `trusted.overlay.*` themselves.
@@ -18,12 +29,14 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchownat};
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -91,14 +104,53 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Supplies the padding of the last entry's final block when the stream
+/// ends without it, and nothing else: zeros come only once the current
+/// entry's data has been read in full (`data_end`, set by [`unpack`] for
+/// each entry), up to the next 512-byte boundary. tar-rs wants that padding
+/// even where nothing follows; at a block boundary it already takes the end
+/// of the stream as the end of the archive.
+struct PaddedEnd<R> {
+    inner: R,
+    pos: u64,
+    data_end: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for PaddedEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        let end = self.data_end.get();
+        let block_end = end.div_ceil(512) * 512;
+        if self.pos < end || self.pos >= block_end {
+            return Ok(0);
+        }
+        let k = ((block_end - self.pos) as usize).min(buf.len());
+        buf[..k].fill(0);
+        self.pos += k as u64;
+        Ok(k)
+    }
+}
+
 /// Unpacks the tar stream `reader` into the empty directory `dest`.
 pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<Usage, UnpackError> {
-    let mut archive = tar::Archive::new(reader);
+    let data_end = Rc::new(Cell::new(0));
+    let mut archive = tar::Archive::new(PaddedEnd {
+        inner: reader,
+        pos: 0,
+        data_end: data_end.clone(),
+    });
     let mut usage = Usage::default();
     // Directory mtimes are set last: creating children changes them.
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
     for entry in archive.entries().map_err(UnpackError::Tar)? {
-        let mut entry = entry.map_err(UnpackError::Tar)?;
+        let mut entry = entry.map_err(cut_short)?;
+        // A PAX size overrides the header's; for sparse files this is the
+        // real size, larger than what is stored, so the end is only stricter.
+        data_end.set(entry.raw_file_position() + entry.size());
         let raw = entry.path().map_err(UnpackError::Tar)?.into_owned();
         let name = raw.display().to_string();
         let kind = entry.header().entry_type();
@@ -109,7 +161,16 @@ pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<Usage, UnpackError> {
             continue;
         }
         let Some(rel) = clean_path(&raw).map_err(|reason| refused(&name, reason))? else {
-            continue; // "./": the layer root itself
+            set_root_metadata(&mut entry, dest).map_err(|e| match e {
+                Err(reason) => refused(&name, reason),
+                Ok(source) => UnpackError::Io {
+                    entry: name.clone(),
+                    source,
+                },
+            })?;
+            // Children change the root's mtime: set it again at the end.
+            dir_times.push((dest.to_path_buf(), entry.header().mtime().unwrap_or(0)));
+            continue;
         };
         let (parent, file_name) = match (rel.parent(), rel.file_name()) {
             (Some(p), Some(f)) => (p.to_path_buf(), f.to_string_lossy().into_owned()),
@@ -167,7 +228,17 @@ pub fn unpack<R: Read>(reader: R, dest: &Path) -> Result<Usage, UnpackError> {
                     .mode(0o600)
                     .open(&path)
                     .map_err(ioerr)?;
-                usage.bytes += std::io::copy(&mut entry, &mut file).map_err(ioerr)?;
+                let written = std::io::copy(&mut entry, &mut file).map_err(ioerr)?;
+                if written < entry.size() {
+                    return Err(UnpackError::Tar(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the stream ends inside {name:?} ({written} of {} bytes)",
+                            entry.size()
+                        ),
+                    )));
+                }
+                usage.bytes += written;
                 usage.inodes += 1;
             }
             tar::EntryType::Symlink => {
@@ -274,18 +345,62 @@ fn refused(entry: &str, reason: String) -> UnpackError {
     }
 }
 
-/// The entry path relative to the layer root; `None` for the root itself.
+/// A tar error, worded for a stream that stops inside a header or an
+/// entry's data (the only way tar-rs sees an early end).
+fn cut_short(e: std::io::Error) -> UnpackError {
+    let text = e.to_string();
+    if e.kind() == std::io::ErrorKind::UnexpectedEof
+        || text.contains("entire block")
+        || text.contains("EOF")
+    {
+        UnpackError::Tar(std::io::Error::new(
+            e.kind(),
+            format!("the stream ends inside an entry ({e})"),
+        ))
+    } else {
+        UnpackError::Tar(e)
+    }
+}
+
+/// The entry path relative to the layer root, resolved lexically (a leading
+/// `/` is the root, as for tar); `None` for the root itself.
 fn clean_path(raw: &Path) -> Result<Option<PathBuf>, String> {
     let mut out = PathBuf::new();
     for component in raw.components() {
         match component {
-            Component::CurDir => {}
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
             Component::Normal(part) => out.push(part),
-            Component::ParentDir => return Err("its path contains '..'".into()),
-            Component::RootDir | Component::Prefix(_) => return Err("its path is absolute".into()),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err("its path climbs above the layer root with '..'".into());
+                }
+            }
         }
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// Applies the root entry's (`/`, `./`) owner and mode to `dest`. The error
+/// is `Err(reason)` for a refusal, `Ok(io)` for a failure.
+fn set_root_metadata<R: Read>(
+    entry: &mut tar::Entry<R>,
+    dest: &Path,
+) -> Result<(), Result<std::io::Error, String>> {
+    let header = entry.header();
+    if header.entry_type() != tar::EntryType::Directory {
+        return Err(Err("the layer root can only be a directory".into()));
+    }
+    let mode = header.mode().map_err(Ok)? & 0o7777;
+    let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+    fchownat(
+        AT_FDCWD,
+        dest,
+        Some(Uid::from_raw(uid as u32)),
+        Some(Gid::from_raw(gid as u32)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| Ok(e.into()))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode)).map_err(Ok)
 }
 
 /// Creates missing parent directories (0755, root-owned, as Docker does) and
@@ -529,7 +644,7 @@ mod tests {
         let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
             (vec![raw("../evil", b'0', "", b"x", 0o644)], "'..'"),
             (vec![raw("a/../../evil", b'0', "", b"x", 0o644)], "'..'"),
-            (vec![raw("/abs", b'0', "", b"x", 0o644)], "absolute"),
+            (vec![raw("/../evil", b'0', "", b"x", 0o644)], "'..'"),
             (
                 vec![
                     raw("link", b'2', outside.path().to_str().unwrap(), b"", 0o777),
@@ -586,6 +701,132 @@ mod tests {
         let key = CString::new(OPAQUE_XATTR).unwrap();
         let n = unsafe { libc::lgetxattr(c_path.as_ptr(), key.as_ptr(), std::ptr::null_mut(), 0) };
         assert!(n < 0, "trusted.overlay.opaque from the image is dropped");
+    }
+
+    /// One entry's header and data without the padding of its last block.
+    fn unpadded(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut entry = raw(name, b'0', "", data, 0o644);
+        entry.truncate(512 + data.len());
+        entry
+    }
+
+    fn unpack_bytes(bytes: &[u8]) -> (tempfile::TempDir, Result<Usage, UnpackError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let result = unpack(bytes, dir.path());
+        (dir, result)
+    }
+
+    #[test]
+    fn absolute_names_are_relative_to_the_root_and_root_metadata_applies() {
+        let mut root = raw("/", b'5', "", b"", 0o711);
+        // mtime 1_500_000_000 for the root, distinct from its children's.
+        root[136..148].copy_from_slice(format!("{:011o}\0", 1_500_000_000u64).as_bytes());
+        root[148..156].copy_from_slice(b"        ");
+        let sum: u32 = root[..512].iter().map(|&b| b as u32).sum();
+        root[148..156].copy_from_slice(&format!("{sum:06o}\0 ").into_bytes());
+        let (dir, result) = unpack_into(&[
+            root,
+            raw("/etc/", b'5', "", b"", 0o755),
+            raw("/etc/passwd", b'0', "", b"root:x:0:0\n", 0o644),
+            raw("/etc/hard", b'1', "/etc/passwd", b"", 0o644),
+            raw("/etc/../tmp/x", b'0', "", b"x", 0o644),
+        ]);
+        result.unwrap();
+        let fs = dir.path().join("fs");
+        assert_eq!(
+            std::fs::read(fs.join("etc/passwd")).unwrap(),
+            b"root:x:0:0\n"
+        );
+        assert_eq!(std::fs::read(fs.join("tmp/x")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::metadata(fs.join("etc/hard")).unwrap().ino(),
+            std::fs::metadata(fs.join("etc/passwd")).unwrap().ino()
+        );
+        let meta = std::fs::metadata(&fs).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o711, "the root entry's mode");
+        assert_eq!(meta.mtime(), 1_500_000_000, "the root entry's mtime");
+        let (_dir, result) = unpack_into(&[raw("/", b'0', "", b"x", 0o644)]);
+        assert!(
+            result
+                .unwrap_err()
+                .to_string()
+                .contains("only be a directory"),
+            "a root that is a file is refused"
+        );
+    }
+
+    #[test]
+    fn stream_ending_at_an_entry_boundary_is_a_whole_layer() {
+        let first = raw("a", b'0', "", b"first", 0o644);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "no padding, no end blocks",
+                [first.clone(), unpadded("b", b"last")].concat(),
+            ),
+            (
+                "padding, no end blocks",
+                [first.clone(), raw("b", b'0', "", b"last", 0o644)].concat(),
+            ),
+            (
+                "one of two end blocks",
+                [
+                    first.clone(),
+                    raw("b", b'0', "", b"last", 0o644),
+                    vec![0; 512],
+                ]
+                .concat(),
+            ),
+            (
+                "garbage after the end blocks",
+                [
+                    first.clone(),
+                    raw("b", b'0', "", b"last", 0o644),
+                    vec![0; 1024],
+                    vec![0xab; 700],
+                ]
+                .concat(),
+            ),
+            (
+                "last entry's data fills its block exactly",
+                [first.clone(), unpadded("b", &[b'z'; 512])].concat(),
+            ),
+            (
+                "empty last entry",
+                [first.clone(), raw("b", b'5', "", b"", 0o755)].concat(),
+            ),
+        ];
+        for (case, bytes) in cases {
+            let (dir, result) = unpack_bytes(&bytes);
+            let usage = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert_eq!(
+                std::fs::read(dir.path().join("a")).unwrap(),
+                b"first",
+                "{case}"
+            );
+            assert!(dir.path().join("b").exists(), "{case}");
+            assert!(usage.inodes >= 2, "{case}");
+        }
+    }
+
+    #[test]
+    fn stream_ending_inside_an_entry_is_refused() {
+        let first = raw("a", b'0', "", b"first", 0o644);
+        let mut cut_in_data = unpadded("b", &[b'z'; 1000]);
+        cut_in_data.truncate(512 + 700);
+        let mut cut_in_last_block = unpadded("b", &[b'z'; 100]);
+        cut_in_last_block.truncate(512 + 60);
+        let mut cut_in_header = raw("b", b'0', "", b"x", 0o644);
+        cut_in_header.truncate(300);
+        for (case, tail) in [
+            ("inside the data", cut_in_data),
+            ("inside the last block's data", cut_in_last_block),
+            ("inside a header", cut_in_header),
+        ] {
+            let (_dir, result) = unpack_bytes(&[first.clone(), tail].concat());
+            let err = result.expect_err(case);
+            assert!(matches!(err, UnpackError::Tar(_)), "{case}: {err}");
+            assert!(err.to_string().contains("ends inside"), "{case}: {err}");
+        }
     }
 
     #[test]

@@ -83,11 +83,14 @@ impl ImageService for CriService {
             }
             let creds =
                 Credentials::from_cri(request.auth.as_ref()).map_err(Status::invalid_argument)?;
-            let record = self
-                .runtime
-                .images
-                .pull(&spec.image, &creds)
+            // Detached from the call: a pull whose caller gives up (its
+            // deadline passed) finishes into the store instead of stopping
+            // half-way, and the next call for the same image finds it.
+            let images = self.runtime.images.clone();
+            let name = spec.image.clone();
+            let record = tokio::spawn(async move { images.pull(&name, &creds).await })
                 .await
+                .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
                 .map_err(to_status)?;
             Ok(cri::PullImageResponse {
                 image_ref: record.id,

@@ -9,6 +9,7 @@ mod events;
 mod image_service;
 mod runtime_service;
 mod stats;
+mod transport;
 
 use crate::client::MAX_MESSAGE_BYTES;
 use crate::cri::image_service_server::ImageServiceServer;
@@ -20,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::Routes;
 use tonic::{Code, Response, Status};
 use tracing::Instrument;
 
@@ -44,26 +45,25 @@ pub(crate) fn chunked<T: Clone, R: Send + 'static>(
     Box::pin(tokio_stream::iter(messages))
 }
 
-/// Serves RuntimeService and ImageService on `listener` until `shutdown`.
+/// Serves RuntimeService and ImageService on `listener` until `shutdown`,
+/// then waits for the calls under way.
 pub async fn serve(
     runtime: Arc<Runtime>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) {
     let service = CriService { runtime };
-    tonic::transport::Server::builder()
-        .add_service(
-            RuntimeServiceServer::new(service.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            ImageServiceServer::new(service)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
+    let routes = Routes::new(
+        RuntimeServiceServer::new(service.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(
+        ImageServiceServer::new(service)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    );
+    transport::serve(routes, listener, shutdown).await
 }
 
 /// Implements both CRI services over the shared runtime.

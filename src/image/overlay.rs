@@ -1,0 +1,328 @@
+//! Mounting an overlay of any number of lower layers, up to overlayfs's own
+//! limit of 500.
+//!
+//! mount(2) takes all options in one page, which holds about 40 full layer
+//! paths, yet images of 50 to 127 layers are common. Where the kernel has it
+//! (Linux 6.8+), each layer goes to the new mount API on its own
+//! (`fsconfig(lowerdir+)`), which has no such limit. Elsewhere the options
+//! name short symlinks (`<rootfs>/l/<n>`, as Docker's overlay2 does) relative
+//! to a working directory that a forked child moves into before mount(2):
+//! the working directory is per process, and criusd's threads must keep
+//! theirs.
+
+use crate::idmap::FsIds;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// overlayfs's `OVL_MAX_STACK`.
+pub const MAX_LOWER_LAYERS: usize = 500;
+
+/// What mount(2) takes as options (one page, less a margin).
+const MAX_MOUNT_DATA: usize = 4000;
+
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// An overlay to mount at `merged`: `lower` top layer first.
+pub struct Overlay<'a> {
+    pub lower: &'a [PathBuf],
+    pub upper: &'a Path,
+    pub work: &'a Path,
+    /// Where the fallback's short symlinks go (created if needed).
+    pub links: &'a Path,
+}
+
+impl Overlay<'_> {
+    /// Mounts the overlay at `merged`. With `creator` (the pod's root on the
+    /// host, for idmapped layers), overlayfs is created under those fs ids,
+    /// which only the new mount API allows.
+    pub fn mount(&self, merged: &Path, creator: Option<(u32, u32)>) -> std::io::Result<()> {
+        if self.lower.len() > MAX_LOWER_LAYERS {
+            return Err(std::io::Error::other(format!(
+                "{} lower layers; overlayfs stacks at most {MAX_LOWER_LAYERS}",
+                self.lower.len()
+            )));
+        }
+        match self.mount_fsconfig(merged, creator) {
+            Err(Attempt::Unsupported(e)) if creator.is_none() => {
+                tracing::debug!(error = %e, "no fsconfig(lowerdir+): mounting with mount(2)");
+                self.mount_legacy(merged)
+            }
+            Err(Attempt::Unsupported(e) | Attempt::Failed(e)) => Err(e),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn mount_fsconfig(&self, merged: &Path, creator: Option<(u32, u32)>) -> Result<(), Attempt> {
+        let fs = fsopen().map_err(Attempt::Unsupported)?;
+        let mut layers = self.lower.iter();
+        if let Some(first) = layers.next() {
+            // An unknown key is EINVAL: this kernel predates `lowerdir+`.
+            fs.set("lowerdir+", first)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) => Attempt::Unsupported(e),
+                    _ => Attempt::Failed(step(first, e)),
+                })?;
+        }
+        for layer in layers {
+            fs.set("lowerdir+", layer)
+                .map_err(|e| Attempt::Failed(step(layer, e)))?;
+        }
+        fs.set("upperdir", self.upper)
+            .map_err(|e| Attempt::Failed(step(self.upper, e)))?;
+        fs.set("workdir", self.work)
+            .map_err(|e| Attempt::Failed(step(self.work, e)))?;
+        let _ids = creator.map(FsIds::switch);
+        fs.create_and_move(merged).map_err(Attempt::Failed)
+    }
+
+    /// mount(2), through short relative names when full paths do not fit.
+    fn mount_legacy(&self, merged: &Path) -> std::io::Result<()> {
+        let tail = format!(
+            ",upperdir={},workdir={}",
+            self.upper.display(),
+            self.work.display()
+        );
+        let full: Vec<String> = self.lower.iter().map(|l| l.display().to_string()).collect();
+        let data = format!("lowerdir={}{tail}", full.join(":"));
+        if data.len() <= MAX_MOUNT_DATA {
+            return mount2(merged, &data, None);
+        }
+        std::fs::create_dir_all(self.links)?;
+        let mut short = Vec::with_capacity(self.lower.len());
+        for (n, layer) in self.lower.iter().enumerate() {
+            let link = self.links.join(n.to_string());
+            match std::fs::read_link(&link) {
+                Ok(target) if target == *layer => {}
+                Ok(_) => {
+                    std::fs::remove_file(&link)?;
+                    std::os::unix::fs::symlink(layer, &link)?;
+                }
+                Err(_) => std::os::unix::fs::symlink(layer, &link)?,
+            }
+            short.push(n.to_string());
+        }
+        let data = format!("lowerdir={}{tail}", short.join(":"));
+        if data.len() > MAX_MOUNT_DATA {
+            return Err(std::io::Error::other(format!(
+                "overlay options for {} layers do not fit in one page",
+                self.lower.len()
+            )));
+        }
+        mount2(merged, &data, Some(self.links))
+    }
+}
+
+enum Attempt {
+    /// The kernel lacks what this way needs.
+    Unsupported(std::io::Error),
+    Failed(std::io::Error),
+}
+
+fn step(what: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", what.display()))
+}
+
+fn cpath(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
+}
+
+fn check(ret: libc::c_long) -> std::io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// An overlay filesystem context of the new mount API.
+struct FsContext(OwnedFd);
+
+fn fsopen() -> std::io::Result<FsContext> {
+    // SAFETY: a NUL-terminated name; the fd returned is ours.
+    unsafe {
+        let fd = check(libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), 1))?;
+        Ok(FsContext(OwnedFd::from_raw_fd(fd as i32)))
+    }
+}
+
+impl FsContext {
+    fn set(&self, key: &str, value: &Path) -> std::io::Result<()> {
+        let key = CString::new(key).map_err(std::io::Error::other)?;
+        let value = cpath(value)?;
+        // SAFETY: NUL-terminated strings and an fd we own.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                self.0.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })
+        .map(drop)
+    }
+
+    fn create_and_move(self, target: &Path) -> std::io::Result<()> {
+        let target = cpath(target)?;
+        // SAFETY: raw syscalls with fds we own and NUL-terminated paths.
+        unsafe {
+            check(libc::syscall(
+                libc::SYS_fsconfig,
+                self.0.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            ))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("creating the overlay: {e}")))?;
+            let mnt = check(libc::syscall(libc::SYS_fsmount, self.0.as_raw_fd(), 1, 0))?;
+            let mnt = OwnedFd::from_raw_fd(mnt as i32);
+            check(libc::syscall(
+                libc::SYS_move_mount,
+                mnt.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// mount(2) of an overlay with `data`; with `cwd`, in a forked child that
+/// moves there first, so relative names in `data` resolve against it.
+fn mount2(target: &Path, data: &str, cwd: Option<&Path>) -> std::io::Result<()> {
+    let target = cpath(target)?;
+    let data = CString::new(data).map_err(std::io::Error::other)?;
+    let mount_now = || {
+        // SAFETY: NUL-terminated strings that outlive the call.
+        unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                target.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        }
+    };
+    let Some(cwd) = cwd else {
+        return check(mount_now() as libc::c_long).map(drop);
+    };
+    let cwd = cpath(cwd)?;
+    // SAFETY: between fork and _exit the child only makes raw syscalls on
+    // memory prepared before the fork (no allocation, no locks).
+    unsafe {
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error()),
+            0 => {
+                let code = if libc::chdir(cwd.as_ptr()) != 0 || mount_now() != 0 {
+                    *libc::__errno_location()
+                } else {
+                    0
+                };
+                libc::_exit(code)
+            }
+            child => {
+                let mut status = 0;
+                while libc::waitpid(child, &mut status, 0) < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                match libc::WEXITSTATUS(status) {
+                    0 if libc::WIFEXITED(status) => Ok(()),
+                    errno if libc::WIFEXITED(status) => {
+                        Err(std::io::Error::from_raw_os_error(errno))
+                    }
+                    _ => Err(std::io::Error::other("the mounting child was killed")),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `count` layers, each with a file of its own and a shared file that
+    /// the top layer's copy must win.
+    fn layers(root: &Path, count: usize) -> Vec<PathBuf> {
+        (0..count)
+            .map(|n| {
+                // Long names, as snapshot paths are.
+                let dir = root.join(format!("{n:064}")).join("fs");
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join(format!("file{n}")), n.to_string()).unwrap();
+                std::fs::write(dir.join("shared"), n.to_string()).unwrap();
+                dir
+            })
+            .collect()
+    }
+
+    fn check_merged(merged: &Path, count: usize) {
+        for n in 0..count {
+            assert_eq!(
+                std::fs::read_to_string(merged.join(format!("file{n}"))).unwrap(),
+                n.to_string()
+            );
+        }
+        assert_eq!(std::fs::read_to_string(merged.join("shared")).unwrap(), "0");
+    }
+
+    fn mount_both_ways(count: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = layers(&dir.path().join("snapshots"), count);
+        for (way, legacy) in [("fsconfig", false), ("mount(2)", true)] {
+            let rootfs = dir.path().join(way);
+            for sub in ["upper", "work", "merged"] {
+                std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+            }
+            let overlay = Overlay {
+                lower: &lower,
+                upper: &rootfs.join("upper"),
+                work: &rootfs.join("work"),
+                links: &rootfs.join("l"),
+            };
+            let merged = rootfs.join("merged");
+            if legacy {
+                overlay.mount_legacy(&merged).unwrap();
+            } else {
+                overlay.mount(&merged, None).unwrap();
+            }
+            check_merged(&merged, count);
+            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+    }
+
+    #[test]
+    fn many_layers_mount_both_ways() {
+        mount_both_ways(125);
+    }
+
+    #[test]
+    fn few_layers_mount_both_ways() {
+        mount_both_ways(2);
+    }
+
+    #[test]
+    fn more_than_overlayfs_stacks_is_refused() {
+        let lower = vec![PathBuf::from("/nonexistent"); MAX_LOWER_LAYERS + 1];
+        let overlay = Overlay {
+            lower: &lower,
+            upper: Path::new("/nonexistent"),
+            work: Path::new("/nonexistent"),
+            links: Path::new("/nonexistent"),
+        };
+        let err = overlay.mount(Path::new("/nonexistent"), None).unwrap_err();
+        assert!(err.to_string().contains("at most 500"), "{err}");
+    }
+}
