@@ -9,6 +9,7 @@ packages=(
     iptables iproute2               # host ports, masquerade; test namespaces
     docker-registry                 # the harness's local registry
     busybox-static                  # what the test images are made of
+    umoci                           # layers as other builders make them
     curl ca-certificates make
 )
 

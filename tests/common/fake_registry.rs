@@ -171,6 +171,64 @@ impl FakeRegistry {
     }
 }
 
+impl FakeRegistry {
+    /// Serves the image tagged `name` in the OCI layout at `layout` (as
+    /// umoci writes them) under `repo:tag`, blobs byte for byte; returns the
+    /// layers' digests, bottom first.
+    pub fn serve_oci_layout(
+        &self,
+        repo: &str,
+        tag: &str,
+        layout: &std::path::Path,
+        name: &str,
+    ) -> Vec<String> {
+        let read_json = |path: std::path::PathBuf| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+        };
+        let blob = |digest: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let index = read_json(layout.join("index.json"));
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {}", layout.display()));
+        let digest = entry["digest"].as_str().unwrap();
+        let manifest_bytes = std::fs::read(blob(digest)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).unwrap();
+        let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+        for reference in [tag, digest] {
+            self.route(
+                &format!("/v2/{repo}/manifests/{reference}"),
+                200,
+                manifest_type,
+                manifest_bytes.clone(),
+            );
+        }
+        let mut digests = vec![manifest["config"]["digest"].as_str().unwrap().to_string()];
+        digests.extend(
+            manifest["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_string()),
+        );
+        for d in &digests {
+            self.route(
+                &format!("/v2/{repo}/blobs/{d}"),
+                200,
+                "application/octet-stream",
+                std::fs::read(blob(d)).unwrap(),
+            );
+        }
+        digests.split_off(1)
+    }
+}
+
 impl Drop for FakeRegistry {
     fn drop(&mut self) {
         self.task.abort();
@@ -272,10 +330,15 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One tar entry written byte by byte (so hostile names survive).
 pub fn raw_entry(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    raw_entry_mode(name, kind, link, data, 0o644)
+}
+
+/// `raw_entry` with a mode of its own.
+pub fn raw_entry_mode(name: &str, kind: u8, link: &str, data: &[u8], mode: u32) -> Vec<u8> {
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name.as_bytes());
     let octal = |v: u64, width: usize| format!("{v:0w$o}\0", w = width - 1).into_bytes();
-    h[100..108].copy_from_slice(&octal(0o644, 8));
+    h[100..108].copy_from_slice(&octal(mode as u64, 8));
     h[108..116].copy_from_slice(&octal(0, 8));
     h[116..124].copy_from_slice(&octal(0, 8));
     h[124..136].copy_from_slice(&octal(data.len() as u64, 12));
@@ -306,24 +369,36 @@ pub struct TestImage {
 /// Builds an image whose layers are the given raw tar entry lists; `lie` lets
 /// a test make the config's diff_ids wrong.
 pub fn image(layers: &[Vec<Vec<u8>>], lie_about_diff_ids: bool) -> TestImage {
+    let tars: Vec<Vec<u8>> = layers
+        .iter()
+        .map(|entries| {
+            let mut tar: Vec<u8> = entries.concat();
+            tar.extend_from_slice(&[0u8; 1024]);
+            tar
+        })
+        .collect();
+    image_from_tars(&tars, lie_about_diff_ids, &["sh"])
+}
+
+/// Builds an image whose layers are the given tar streams, byte for byte
+/// (for streams other builders make), with `cmd` as its command.
+pub fn image_from_tars(tars: &[Vec<u8>], lie_about_diff_ids: bool, cmd: &[&str]) -> TestImage {
     let mut blobs = Vec::new();
     let mut diff_ids = Vec::new();
-    for entries in layers {
-        let mut tar: Vec<u8> = entries.concat();
-        tar.extend_from_slice(&[0u8; 1024]);
+    for tar in tars {
         diff_ids.push(if lie_about_diff_ids {
             sha256(b"lie")
         } else {
-            sha256(&tar)
+            sha256(tar)
         });
-        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&tar).unwrap();
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(tar).unwrap();
         let bytes = gz.finish().unwrap();
         blobs.push((sha256(&bytes), bytes));
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["sh"]},
+        "config": {"Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }))
     .unwrap();

@@ -36,6 +36,25 @@ impl Daemon {
         daemon
     }
 
+    /// Starts criusd in a fresh temporary directory without the capabilities
+    /// `dropped` (numbers) in its bounding set, as a runtime in a container
+    /// runs.
+    pub fn start_without_caps(dropped: &[u32]) -> Daemon {
+        let tmp = tempfile::Builder::new()
+            .prefix("crius-it-")
+            .tempdir()
+            .unwrap();
+        let socket = tmp.path().join("crius.sock");
+        let mut daemon = Daemon {
+            dir: tmp.path().to_path_buf(),
+            socket,
+            child: Some(spawn_with(tmp.path(), &[], dropped)),
+            _tmp: Some(tmp),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
     /// Starts criusd using `dir` for socket, root, state and log; `extra` flags
     /// are appended.
     pub fn start_in(dir: &Path, extra: &[&str]) -> Daemon {
@@ -227,6 +246,10 @@ pub fn cleanup_dir(dir: &Path) {
 }
 
 fn spawn(dir: &Path, extra: &[&str]) -> Child {
+    spawn_with(dir, extra, &[])
+}
+
+fn spawn_with(dir: &Path, extra: &[&str], dropped_caps: &[u32]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -254,9 +277,21 @@ fn spawn(dir: &Path, extra: &[&str]) -> Child {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        .stderr(log);
+    let dropped = dropped_caps.to_vec();
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            for &cap in &dropped {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
 }
 
 /// Runs criusd to completion (for start-up failures); returns (code, stderr).
@@ -287,4 +322,5 @@ pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 pub mod fake_registry;
+pub mod raw_grpc;
 pub mod registry_process;
