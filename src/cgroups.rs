@@ -142,6 +142,34 @@ impl CgroupInfo {
             Hierarchy::V2 => true,
         }
     }
+
+    /// Whether hugepage limits can be set: v1 needs a hugetlb hierarchy
+    /// (many VMs have none), v2 the controller in the root's list.
+    pub fn hugetlb(&self) -> bool {
+        let root = Path::new(CGROUP_ROOT);
+        match self.hierarchy {
+            Hierarchy::V1 => root.join("hugetlb/tasks").exists(),
+            Hierarchy::V2 => std::fs::read_to_string(root.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|n| n == "hugetlb")),
+        }
+    }
+
+    /// What resource limits this node's cgroups can enforce.
+    pub fn enforceable(&self) -> Enforceable {
+        Enforceable {
+            hierarchy: self.hierarchy,
+            swap_accounting: self.swap_accounting(),
+            hugetlb: self.hugetlb(),
+        }
+    }
+}
+
+/// What a container's resource limits may use on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforceable {
+    pub hierarchy: Hierarchy,
+    pub swap_accounting: bool,
+    pub hugetlb: bool,
 }
 
 /// systemd's slice nesting: "a-b-c.slice" lives at

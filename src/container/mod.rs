@@ -437,12 +437,7 @@ impl Containers {
                 record.id
             )));
         }
-        let oci = spec::resources(
-            &resources,
-            self.cgroups.hierarchy,
-            self.cgroups.swap_accounting(),
-            "linux",
-        )?;
+        let oci = spec::resources(&resources, self.cgroups.enforceable(), "linux")?;
         let file = record.dir.join("resources.json");
         let io = |e: std::io::Error| ContainerError::Runtime {
             id: record.id.clone(),

@@ -77,15 +77,22 @@ impl ContainerRecord {
         )
     }
 
+    /// The image as the user named it (kubelet's `user_specified_image`,
+    /// shown in `containerStatuses[].image`), else as the config named it
+    /// (kubelet puts the resolved id there); `image_id` and `image_ref` say
+    /// which image it resolved to.
     fn image_spec(&self) -> cri::ImageSpec {
+        let given = self.config.image.clone().unwrap_or_default();
+        let image = if given.user_specified_image.is_empty() {
+            self.image_name.clone()
+        } else {
+            given.user_specified_image.clone()
+        };
         cri::ImageSpec {
-            image: self.image_name.clone(),
-            annotations: self
-                .config
-                .image
-                .as_ref()
-                .map(|i| i.annotations.clone())
-                .unwrap_or_default(),
+            image,
+            annotations: given.annotations,
+            user_specified_image: given.user_specified_image,
+            runtime_handler: given.runtime_handler,
             ..Default::default()
         }
     }

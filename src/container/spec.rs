@@ -10,7 +10,7 @@ use super::devices::{self, DevicePlan};
 use super::mounts::{self, RootPropagation};
 use super::security;
 use super::user::ResolvedUser;
-use crate::cgroups::Hierarchy;
+use crate::cgroups::{Enforceable, Hierarchy};
 use crate::cri;
 use crate::image::manifest::RunConfig;
 use crate::sandbox::SandboxRecord;
@@ -44,8 +44,7 @@ pub struct SpecInput<'a> {
     pub rootfs: &'a Path,
     pub user: &'a ResolvedUser,
     pub cgroups_path: &'a str,
-    pub hierarchy: Hierarchy,
-    pub swap_accounting: bool,
+    pub enforceable: Enforceable,
     /// The lowest oom_score_adj crius may set on this node.
     pub oom_score_adj_floor: i64,
     pub pid_namespace: PidNamespace,
@@ -114,8 +113,7 @@ pub fn clamp_oom_score_adj(id: &str, requested: i64, floor: i64) -> i64 {
 /// The cgroup settings of CRI resources.
 pub fn resources(
     r: &cri::LinuxContainerResources,
-    hierarchy: Hierarchy,
-    swap_accounting: bool,
+    node: Enforceable,
     field: &str,
 ) -> Result<LinuxResources, ContainerError> {
     let invalid = |what: String| ContainerError::Invalid(format!("{field}.{what}"));
@@ -157,19 +155,40 @@ pub fn resources(
         memory.set_limit(Some(r.memory_limit_in_bytes));
     }
     if r.memory_swap_limit_in_bytes > 0 {
-        if !swap_accounting {
+        if !node.swap_accounting {
             return Err(invalid(
                 "memory_swap_limit_in_bytes: this node has no swap accounting (memory.memsw.* files)"
                     .into(),
             ));
         }
         memory.set_swap(Some(r.memory_swap_limit_in_bytes));
-    } else if r.memory_limit_in_bytes > 0 && swap_accounting {
+    } else if r.memory_limit_in_bytes > 0 && node.swap_accounting {
         // No swap on top of the memory limit, as kubelet expects.
         memory.set_swap(Some(r.memory_limit_in_bytes));
     }
     out.set_memory(Some(memory));
-    if !r.hugepage_limits.is_empty() {
+    if !r.hugepage_limits.is_empty() && !node.hugetlb {
+        // kubelet sends a limit of 0 for every page size the node has; with
+        // no controller to hold them, those mean nothing and are left out
+        // (containerd's tolerate_missing_hugetlb_controller). A real limit
+        // that cannot be enforced is refused.
+        if let Some((i, h)) = r
+            .hugepage_limits
+            .iter()
+            .enumerate()
+            .find(|(_, h)| h.limit > 0)
+        {
+            return Err(ContainerError::Precondition(format!(
+                "{field}.hugepage_limits[{i}]: a limit of {} bytes of {} pages cannot be \
+                 enforced: this node has no hugetlb cgroup controller",
+                h.limit, h.page_size
+            )));
+        }
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::info!("no hugetlb cgroup controller: zero hugepage limits are left out")
+        });
+    } else if !r.hugepage_limits.is_empty() {
         let limits = r
             .hugepage_limits
             .iter()
@@ -183,7 +202,7 @@ pub fn resources(
         out.set_hugepage_limits(Some(limits));
     }
     if !r.unified.is_empty() {
-        if hierarchy != Hierarchy::V2 {
+        if node.hierarchy != Hierarchy::V2 {
             return Err(invalid(
                 "unified: cgroup v2 settings, but this node uses cgroup v1".into(),
             ));
@@ -286,7 +305,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
             namespaces.push(namespace(kind, Some(path)));
         }
     }
-    if input.hierarchy == Hierarchy::V2 {
+    if input.enforceable.hierarchy == Hierarchy::V2 {
         namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
     }
     let id_maps = |maps: &[(u32, u32, u32)]| {
@@ -313,12 +332,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     } else {
         devices::from_cri(&config.devices)?
     };
-    let mut resources = resources(
-        &requested,
-        input.hierarchy,
-        input.swap_accounting,
-        "config.linux.resources",
-    )?;
+    let mut resources = resources(&requested, input.enforceable, "config.linux.resources")?;
     resources.set_devices(Some(
         std::iter::once(devices::deny_all()).chain(rules).collect(),
     ));
@@ -435,7 +449,16 @@ mod tests {
             r#"{"cpu_shares": 512, "cpu_quota": 50000, "cpu_period": 100000, "memory_limit_in_bytes": 67108864, "cpuset_cpus": "0"}"#,
         )
         .unwrap();
-        let out = resources(&r, Hierarchy::V1, true, "f").unwrap();
+        let v1 = Enforceable {
+            hierarchy: Hierarchy::V1,
+            swap_accounting: true,
+            hugetlb: true,
+        };
+        let v2 = Enforceable {
+            hierarchy: Hierarchy::V2,
+            ..v1
+        };
+        let out = resources(&r, v1, "f").unwrap();
         let json = serde_json::to_value(&out).unwrap();
         assert_eq!(json["cpu"]["shares"], 512);
         assert_eq!(json["cpu"]["quota"], 50000);
@@ -443,11 +466,31 @@ mod tests {
         assert_eq!(json["memory"]["swap"], 67108864);
         let unified: cri::LinuxContainerResources =
             serde_json::from_str(r#"{"unified": {"memory.high": "1M"}}"#).unwrap();
-        let err = resources(&unified, Hierarchy::V1, true, "f").unwrap_err();
+        let err = resources(&unified, v1, "f").unwrap_err();
         assert!(err.to_string().contains("f.unified"));
         let bad: cri::LinuxContainerResources =
             serde_json::from_str(r#"{"oom_score_adj": 5000}"#).unwrap();
-        assert!(resources(&bad, Hierarchy::V2, true, "f").is_err());
+        assert!(resources(&bad, v2, "f").is_err());
+        // kubelet's zero hugepage limits without a hugetlb controller.
+        let huge: cri::LinuxContainerResources = serde_json::from_str(
+            r#"{"hugepage_limits": [{"page_size": "2MB", "limit": 0}, {"page_size": "1GB", "limit": 0}]}"#,
+        )
+        .unwrap();
+        let no_hugetlb = Enforceable {
+            hugetlb: false,
+            ..v1
+        };
+        let out = resources(&huge, no_hugetlb, "f").unwrap();
+        assert!(out.hugepage_limits().is_none());
+        let out = resources(&huge, v1, "f").unwrap();
+        assert_eq!(out.hugepage_limits().as_ref().unwrap().len(), 2);
+        let real: cri::LinuxContainerResources = serde_json::from_str(
+            r#"{"hugepage_limits": [{"page_size": "2MB", "limit": 0}, {"page_size": "1GB", "limit": 1073741824}]}"#,
+        )
+        .unwrap();
+        let err = resources(&real, no_hugetlb, "f").unwrap_err();
+        assert!(matches!(err, ContainerError::Precondition(_)));
+        assert!(err.to_string().contains("f.hugepage_limits[1]"), "{err}");
         assert_eq!(clamp_oom_score_adj("c", -998, -500), -500);
         assert_eq!(clamp_oom_score_adj("c", 1000, -500), 1000);
     }
