@@ -9,7 +9,6 @@ mod common;
 
 use common::Daemon;
 use common::pods::{Pod, image};
-use crius::cri;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use tonic::Code;
