@@ -49,6 +49,7 @@ pub struct RuntimeSection {
     pub default_handler: String,
     pub cgroup_driver: CgroupDriverSetting,
     pub handlers: BTreeMap<String, HandlerConfig>,
+    pub absent_mount_sources_to_reject: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

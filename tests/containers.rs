@@ -573,14 +573,36 @@ async fn volumes_devices_and_create_errors() {
     let (code, _, err) = pod.exec(&id, &["sh", "-c", "echo x > /dev/mynull"]).await;
     assert_eq!(code, 0, "{err}");
 
+    // A hostPath of type "": kubelet leaves a missing directory to the
+    // runtime, which makes it (0755, root's).
+    let missing = pod.daemon.dir.join("hostpath/made/by/crius");
+    let made = pod
+        .run(
+            "made",
+            json!({"command": ["sleep", "60"], "mounts": [{"container_path": "/data", "host_path": missing}]}),
+        )
+        .await;
+    let (code, _, err) = pod.exec(&made, &["sh", "-c", "echo x > /data/f"]).await;
+    assert_eq!(code, 0, "{err}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&missing).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o755, 0));
+    assert!(missing.join("f").exists());
+    pod.stop(&made, 0).await.unwrap();
+    pod.remove(&made).await.unwrap();
+
     // Errors name the field; nothing is left behind.
     let bad = |overlay: serde_json::Value| {
         let pod = &pod;
         async move { pod.create("bad", overlay).await.unwrap_err() }
     };
-    let err = bad(json!({"mounts": [{"container_path": "/x", "host_path": "/no/such/dir"}]})).await;
+    // A missing host path inside criusd's own data is not made.
+    let own = pod.daemon.dir.join("root/no/such/dir");
+    let err = bad(json!({"mounts": [{"container_path": "/x", "host_path": own}]})).await;
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("config.mounts[0]"), "{err:?}");
+    assert!(err.message().contains("criusd's own data"), "{err:?}");
+    assert!(!own.exists());
     let err = bad(
         json!({"linux": {"security_context": {"capabilities": {"add_capabilities": ["FLY"]}}}}),
     )

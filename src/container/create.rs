@@ -115,6 +115,7 @@ impl Containers {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
+        self.absent_sources.create_missing(&config.mounts)?;
         // In a pod with its own user namespace, the container sees its
         // rootfs and volumes through idmapped mounts owned by the pod's root.
         let userns = sandbox.namespaces.user.as_deref();

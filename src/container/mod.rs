@@ -106,6 +106,8 @@ pub struct Containers {
     socket_dir: PathBuf,
     /// The lowest oom_score_adj this daemon may give a process.
     oom_score_adj_floor: i64,
+    /// Where volumes' missing host paths may not be created.
+    absent_sources: mounts::AbsentSources,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -124,6 +126,7 @@ impl Containers {
         images: Arc<Images>,
         cgroups: CgroupInfo,
         events: Events,
+        absent_sources: mounts::AbsentSources,
     ) -> Result<Containers, ContainerError> {
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -144,6 +147,7 @@ impl Containers {
             runtime_state: state.join("oci"),
             socket_dir: state.join("sockets"),
             oom_score_adj_floor: oom_score_adj_floor(),
+            absent_sources,
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),

@@ -2,9 +2,13 @@
 //! (hosts, resolv.conf, hostname, /dev/shm) and the CRI's volume mounts, in
 //! that order so that later mounts win.
 //!
-//! A volume's host path must exist (kubelet creates what it means to create);
-//! `rslave` and `rshared` propagation need the host mount to be shared (or a
-//! slave), or the propagation silently would not happen, so that is checked.
+//! A volume's host path that does not exist is made a directory, as kubelet
+//! expects for hostPath volumes of type "" (and both peers do), unless the
+//! operator lists it in `runtime.absent_mount_sources_to_reject` or it would
+//! land inside criusd's own data (a path through a symlink into a rootfs,
+//! say). `rslave` and `rshared` propagation need the host mount to be shared
+//! (or a slave), or the propagation silently would not happen, so that is
+//! checked.
 
 use super::ContainerError;
 use crate::cri;
@@ -108,6 +112,85 @@ pub enum RootPropagation {
     Private,
     Slave,
     Shared,
+}
+
+/// Where volumes' missing host paths may not be created.
+#[derive(Debug, Clone, Default)]
+pub struct AbsentSources {
+    /// The operator's list: these paths and those under them are refused.
+    pub reject: Vec<PathBuf>,
+    /// criusd's root and state: nothing is created inside them.
+    pub protected: Vec<PathBuf>,
+}
+
+impl AbsentSources {
+    /// Creates the missing host paths of `mounts` as directories (0755).
+    pub fn create_missing(&self, mounts: &[cri::Mount]) -> Result<(), ContainerError> {
+        for (i, m) in mounts.iter().enumerate() {
+            let host = Path::new(&m.host_path);
+            if m.host_path.is_empty()
+                || m.image.as_ref().is_some_and(|s| !s.image.is_empty())
+                || std::fs::symlink_metadata(host).is_ok()
+            {
+                continue;
+            }
+            let refuse = |why: String| {
+                ContainerError::Invalid(format!(
+                    "config.mounts[{i}]: host_path {:?} does not exist and {why}",
+                    m.host_path
+                ))
+            };
+            if !host.is_absolute()
+                || host
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(refuse("is not a clean absolute path to create".into()));
+            }
+            if let Some(listed) = self.reject.iter().find(|r| host.starts_with(r)) {
+                return Err(refuse(format!(
+                    "runtime.absent_mount_sources_to_reject lists {}",
+                    listed.display()
+                )));
+            }
+            let real = resolve_missing(host)
+                .map_err(|e| refuse(format!("its parent cannot be resolved: {e}")))?;
+            if let Some(own) = self
+                .protected
+                .iter()
+                .filter_map(|p| p.canonicalize().ok())
+                .find(|p| real.starts_with(p))
+            {
+                return Err(refuse(format!(
+                    "it would be created at {} inside criusd's own data ({})",
+                    real.display(),
+                    own.display()
+                )));
+            }
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&real)
+                .map_err(|e| refuse(format!("creating it failed: {e}")))?;
+            tracing::info!(path = %real.display(), "created a volume's missing host path");
+        }
+        Ok(())
+    }
+}
+
+/// Where a missing path would be: its deepest existing ancestor resolved
+/// (symlinks followed), with the missing rest appended.
+fn resolve_missing(path: &Path) -> std::io::Result<PathBuf> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        rest.push(existing.file_name().unwrap_or_default());
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let mut real = existing.canonicalize()?;
+    real.extend(rest.iter().rev());
+    Ok(real)
 }
 
 /// The CRI's mounts as OCI mounts, checked against the host.
@@ -320,6 +403,48 @@ mod tests {
 
     fn cri_mount(json: &str) -> cri::Mount {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn missing_host_paths_are_made_unless_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("crius-root");
+        std::fs::create_dir_all(own.join("rootfs/c1/merged")).unwrap();
+        std::os::unix::fs::symlink(own.join("rootfs/c1/merged"), dir.path().join("into-rootfs"))
+            .unwrap();
+        let sources = AbsentSources {
+            reject: vec![dir.path().join("refused")],
+            protected: vec![own.clone()],
+        };
+        let mount = |host: &Path| cri::Mount {
+            container_path: "/v".into(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        };
+        let made = dir.path().join("a/b/c");
+        sources.create_missing(&[mount(&made)]).unwrap();
+        let meta = std::fs::metadata(&made).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert!(meta.is_dir() && meta.permissions().mode() & 0o777 == 0o755);
+        for (host, needle) in [
+            (
+                dir.path().join("refused/x"),
+                "absent_mount_sources_to_reject",
+            ),
+            (
+                dir.path().join("into-rootfs/etc/x"),
+                "inside criusd's own data",
+            ),
+            (own.join("new"), "inside criusd's own data"),
+            (dir.path().join("a/../x"), "clean absolute path"),
+        ] {
+            let err = sources.create_missing(&[mount(&host)]).unwrap_err();
+            assert!(
+                err.to_string().contains("config.mounts[0]") && err.to_string().contains(needle),
+                "{err}"
+            );
+            assert!(!host.exists());
+        }
     }
 
     #[test]

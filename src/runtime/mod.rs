@@ -11,6 +11,7 @@ pub use lifecycle::PodError;
 
 use crate::cgroups::{CgroupInfo, Driver, NoSystemd};
 use crate::config::Config;
+use crate::container::mounts::AbsentSources;
 use crate::container::{ContainerError, Containers};
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
@@ -112,6 +113,10 @@ impl Runtime {
             images.clone(),
             cgroups.clone(),
             events.clone(),
+            AbsentSources {
+                reject: config.runtime.absent_mount_sources_to_reject.clone(),
+                protected: vec![config.root.clone(), config.state.clone()],
+            },
         )?;
         Ok(Runtime {
             config,
