@@ -210,6 +210,23 @@ async fn a_kubelet_shaped_pod_runs() {
         .await;
     assert_ne!(code, 0, "the service-account volume is read-only");
 
+    // procMount: Default masks what kubelet lists; Unmasked (empty lists)
+    // masks nothing.
+    let (code, _, _) = pod.exec(&id, &["test", "-c", "/proc/keys"]).await;
+    assert_eq!(code, 0, "/proc/keys is masked by /dev/null");
+    let mut unmasked = config.clone();
+    unmasked["metadata"]["name"] = json!("unmasked");
+    unmasked["log_path"] = json!("unmasked.log");
+    unmasked["linux"]["security_context"]["masked_paths"] = json!([]);
+    unmasked["linux"]["security_context"]["readonly_paths"] = json!([]);
+    let plain = pod.run("unmasked", unmasked).await;
+    let (code, _, _) = pod.exec(&plain, &["test", "-f", "/proc/keys"]).await;
+    assert_eq!(code, 0, "procMount: Unmasked leaves /proc/keys alone");
+    let (code, _, _) = pod
+        .exec(&plain, &["grep", "-q", " /proc/sys ", "/proc/self/mounts"])
+        .await;
+    assert_ne!(code, 0, "and /proc/sys is not remounted read-only");
+
     let status = pod.status(&id).await.unwrap();
     assert_eq!(
         status.image.as_ref().unwrap().image,

@@ -75,30 +75,6 @@ const ALL_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-/// The runc default masked paths.
-pub const DEFAULT_MASKED_PATHS: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-pub const DEFAULT_READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// "NET_ADMIN", "CAP_NET_ADMIN", "net_admin" → the capability.
 pub fn parse_capability(name: &str, field: &str) -> Result<Capability, ContainerError> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
@@ -351,23 +327,15 @@ pub fn selinux_label(sc: &cri::LinuxContainerSecurityContext) -> Option<String> 
     Some(label)
 }
 
-/// Masked and read-only paths: the CRI's lists, or the defaults when it
-/// sends none; nothing for privileged containers.
+/// Masked and read-only paths: exactly the CRI's lists, none for privileged
+/// containers. kubelet decides them: it sends the usual lists for
+/// `procMount: Default` and empty ones for `Unmasked`, so an empty list means
+/// none, as in containerd and CRI-O (a bare crictl config masks nothing).
 pub fn masked_and_readonly(sc: &cri::LinuxContainerSecurityContext) -> (Vec<String>, Vec<String>) {
     if sc.privileged {
         return (Vec::new(), Vec::new());
     }
-    let pick = |given: &[String], default: &[&str]| {
-        if given.is_empty() {
-            default.iter().map(|s| s.to_string()).collect()
-        } else {
-            given.to_vec()
-        }
-    };
-    (
-        pick(&sc.masked_paths, DEFAULT_MASKED_PATHS),
-        pick(&sc.readonly_paths, DEFAULT_READONLY_PATHS),
-    )
+    (sc.masked_paths.clone(), sc.readonly_paths.clone())
 }
 
 #[cfg(test)]
@@ -492,12 +460,15 @@ mod tests {
     }
 
     #[test]
-    fn default_paths_unless_given_or_privileged() {
+    fn masked_paths_are_the_requests_own() {
         let (masked, ro) = masked_and_readonly(&sc("{}"));
-        assert!(masked.contains(&"/proc/kcore".to_string()));
-        assert!(ro.contains(&"/proc/sys".to_string()));
-        let (masked, _) = masked_and_readonly(&sc(r#"{"masked_paths": ["/x"]}"#));
-        assert_eq!(masked, ["/x"]);
+        assert!(masked.is_empty() && ro.is_empty(), "procMount: Unmasked");
+        let (masked, ro) =
+            masked_and_readonly(&sc(r#"{"masked_paths": ["/x"], "readonly_paths": ["/y"]}"#));
+        assert_eq!(
+            (masked, ro),
+            (vec!["/x".to_string()], vec!["/y".to_string()])
+        );
         let (masked, ro) = masked_and_readonly(&sc(r#"{"privileged": true}"#));
         assert!(masked.is_empty() && ro.is_empty());
     }
