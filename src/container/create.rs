@@ -16,6 +16,40 @@ use crate::store::Table;
 use crius_shim::protocol::ShimConfig;
 use std::path::{Path, PathBuf};
 
+/// What the API server's validation would refuse and crius cannot carry out
+/// safely: a log path that leaves the pod's log directory, environment
+/// variables no process can receive.
+fn check_config(config: &cri::ContainerConfig) -> Result<(), ContainerError> {
+    let invalid = |what: String| Err(ContainerError::Invalid(what));
+    let log = Path::new(&config.log_path);
+    if log.is_absolute()
+        || log
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        || config.log_path.contains('\0')
+    {
+        return invalid(format!(
+            "config.log_path {:?} must be a relative path inside the pod's log_directory (no '..')",
+            config.log_path
+        ));
+    }
+    for (i, kv) in config.envs.iter().enumerate() {
+        if kv.key.is_empty() || kv.key.contains(['=', '\0']) {
+            return invalid(format!(
+                "config.envs[{i}].key {:?} is not a variable name (empty, or with '=' or NUL)",
+                kv.key
+            ));
+        }
+        if kv.value.contains('\0') {
+            return invalid(format!(
+                "config.envs[{i}].value of {:?} contains NUL",
+                kv.key
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Containers {
     /// CreateContainer: the rootfs, the bundle, and `<runtime> create` run
     /// by a new shim. Any failure undoes all of it.
@@ -31,6 +65,7 @@ impl Containers {
                 "config.metadata.name is empty".into(),
             ));
         }
+        check_config(&config)?;
         let image_name = config
             .image
             .as_ref()

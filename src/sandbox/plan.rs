@@ -1,6 +1,6 @@
 //! What a RunPodSandbox config asks for, checked before anything is made:
-//! the unique name, hostname, namespace modes, user namespace maps and
-//! namespaced sysctls.
+//! the unique name, hostname, namespace modes, user namespace maps,
+//! namespaced sysctls, the log directory, cgroup parent and DNS settings.
 
 use super::{SandboxError, namespaces};
 use crate::cri;
@@ -44,6 +44,57 @@ fn user_maps(u: &cri::UserNamespace, field: &str) -> Result<UserMaps, SandboxErr
             .collect::<Vec<_>>())
     };
     Ok((convert(&u.uids, "uids")?, convert(&u.gids, "gids")?))
+}
+
+/// The log directory is absolute (a relative one would be resolved against
+/// criusd's working directory); the cgroup parent stays inside the
+/// hierarchy.
+fn check_paths(
+    config: &cri::PodSandboxConfig,
+    linux: &cri::LinuxPodSandboxConfig,
+) -> Result<(), SandboxError> {
+    let log = std::path::Path::new(&config.log_directory);
+    if !config.log_directory.is_empty()
+        && (!log.is_absolute() || config.log_directory.contains('\0'))
+    {
+        return Err(SandboxError::Invalid(format!(
+            "config.log_directory {:?} must be an absolute path",
+            config.log_directory
+        )));
+    }
+    if linux.cgroup_parent.contains('\0') || linux.cgroup_parent.split('/').any(|part| part == "..")
+    {
+        return Err(SandboxError::Invalid(format!(
+            "config.linux.cgroup_parent {:?} must not contain '..'",
+            linux.cgroup_parent
+        )));
+    }
+    Ok(())
+}
+
+/// DNS settings become lines of the pod's resolv.conf: a space or newline in
+/// one would inject others.
+fn check_dns(dns: Option<&cri::DnsConfig>) -> Result<(), SandboxError> {
+    let Some(dns) = dns else {
+        return Ok(());
+    };
+    for (i, server) in dns.servers.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            return Err(SandboxError::Invalid(format!(
+                "config.dns_config.servers[{i}] {server:?} is not an IP address"
+            )));
+        }
+    }
+    for (field, values) in [("searches", &dns.searches), ("options", &dns.options)] {
+        for (i, value) in values.iter().enumerate() {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(SandboxError::Invalid(format!(
+                    "config.dns_config.{field}[{i}] {value:?} is empty or contains spaces or control characters"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -134,6 +185,8 @@ impl Plan {
                 "config.hostname {hostname:?} is not a valid hostname"
             )));
         }
+        check_paths(config, &linux)?;
+        check_dns(config.dns_config.as_ref())?;
         let mut sysctls: Vec<(String, String)> = linux.sysctls.into_iter().collect();
         sysctls.sort();
         for (key, _) in &sysctls {
