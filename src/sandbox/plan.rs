@@ -38,6 +38,26 @@ fn user_maps(u: &cri::UserNamespace, field: &str) -> Result<UserMaps, SandboxErr
                 "{field}.userns_options.{which}: id 0 (root) is not mapped"
             )));
         }
+        // The kernel refuses maps whose ranges overlap on either side;
+        // say so here rather than as an Internal from writing uid_map.
+        for (side, start) in [
+            (
+                "container_id",
+                (|m: &cri::IdMapping| m.container_id) as fn(&cri::IdMapping) -> u32,
+            ),
+            ("host_id", |m: &cri::IdMapping| m.host_id),
+        ] {
+            let mut ranges: Vec<(u64, u64)> = maps
+                .iter()
+                .map(|m| (start(m) as u64, start(m) as u64 + m.length as u64))
+                .collect();
+            ranges.sort();
+            if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
+                return Err(SandboxError::Invalid(format!(
+                    "{field}.userns_options.{which}: mappings overlap in their {side} ranges"
+                )));
+            }
+        }
         Ok(maps
             .iter()
             .map(|m| (m.container_id, m.host_id, m.length))
