@@ -198,7 +198,11 @@ impl RegistryClient {
         creds: &Credentials,
     ) -> Result<(Vec<u8>, String), RegistryError> {
         let url = format!("{}/{}/manifests/{reference}", endpoint.prefix, repo.path);
-        let separator = if reference.starts_with("sha256:") { '@' } else { ':' };
+        let separator = if reference.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
         let what = format!("manifest {}/{}{separator}{reference}", repo.host, repo.path);
         let mut resp = self
             .get(repo, endpoint, &url, Some(ACCEPT), creds, &what)
