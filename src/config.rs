@@ -25,6 +25,16 @@ pub struct Config {
     pub runtime: RuntimeSection,
     pub image: ImageSection,
     pub network: NetworkSection,
+    pub streaming: StreamingSection,
+}
+
+/// Where Exec, Attach and PortForward URLs point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSection {
+    pub address: String,
+    /// 0: a free port chosen at start.
+    pub port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

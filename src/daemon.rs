@@ -89,11 +89,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let runtime = Arc::new(Runtime::new(config, store)?);
     Runtime::follow_exits(&runtime);
     let listener = bind(&socket)?;
+    // The streaming server is up before any RPC can hand out its URLs.
+    let streams = tokio::net::TcpListener::bind((
+        runtime.config.streaming.address.as_str(),
+        runtime.config.streaming.port,
+    ))
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen for streams on {}:{}",
+            runtime.config.streaming.address, runtime.config.streaming.port
+        )
+    })?;
+    let stream_addr = streams.local_addr()?;
+    runtime.streaming.set_base(format!("http://{stream_addr}"));
+    let stream_server = tokio::spawn(crate::stream::serve(runtime.clone(), streams));
     tracing::info!(
         socket = %socket.display(),
         root = %runtime.config.root.display(),
         state = %runtime.config.state.display(),
         cgroups = ?runtime.cgroups,
+        streaming = %stream_addr,
         version = env!("CARGO_PKG_VERSION"),
         "criusd serving"
     );
@@ -122,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("RPCs still open after {SHUTDOWN_GRACE:?}; leaving them");
     }
+    stream_server.abort();
     // Remove the socket before releasing the lock, so a successor never sees ours.
     let _ = std::fs::remove_file(&socket);
     drop(lock);

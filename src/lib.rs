@@ -21,6 +21,7 @@ pub mod sandbox;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod time;
 

@@ -83,12 +83,17 @@ pub struct ExitRecord {
 pub enum Command {
     /// Close and reopen the log file (after kubelet rotated it).
     Reopen,
+    /// Attach to the container's output, and its input with `stdin`; the
+    /// connection then carries frames (see `crate::attach`).
+    Attach { stdin: bool },
 }
 
 impl Command {
     pub fn parse(line: &str) -> Option<Command> {
         match line.trim() {
             "reopen" => Some(Command::Reopen),
+            "attach" => Some(Command::Attach { stdin: false }),
+            "attach stdin" => Some(Command::Attach { stdin: true }),
             _ => None,
         }
     }
@@ -96,6 +101,8 @@ impl Command {
     pub fn as_str(self) -> &'static str {
         match self {
             Command::Reopen => "reopen",
+            Command::Attach { stdin: false } => "attach",
+            Command::Attach { stdin: true } => "attach stdin",
         }
     }
 }

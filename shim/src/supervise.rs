@@ -1,9 +1,10 @@
 //! The shim's life after `create`: one poll loop over the container's output,
-//! the signalfd (SIGCHLD) and the control socket. Single-threaded, so the
-//! shim costs one small process per container.
+//! the signalfd (SIGCHLD), the control socket and attached clients.
+//! Single-threaded, so the shim costs one small process per container.
 
 use crate::ContainerIo;
 use crate::sys;
+use crius_shim::attach;
 use crius_shim::cri_log::{CriLog, Stream};
 use crius_shim::protocol::{Command, EXIT_FILE, ExitRecord, ShimConfig, oom_kills, write_atomic};
 use std::io::{Read, Write};
@@ -22,11 +23,18 @@ pub struct Supervisor {
     init_pid: i32,
     log: Option<CriLog>,
     outputs: Vec<(OwnedFd, Stream)>,
-    /// Kept open so that a later attach can feed the container's stdin.
-    _stdin: Option<OwnedFd>,
+    /// The container's stdin (a pipe, or a terminal's master end), kept for
+    /// attach; closed for good with `stdin_once` when an attach with input
+    /// ends.
+    stdin: Option<OwnedFd>,
+    /// Input from attached clients not yet taken by the container.
+    stdin_pending: Vec<u8>,
+    /// The terminal's master end, for resizes.
+    terminal: Option<OwnedFd>,
     signals: OwnedFd,
     control: UnixListener,
     clients: Vec<(UnixStream, Vec<u8>)>,
+    attached: Vec<Attached>,
     /// Wait status and time of init's exit.
     exited: Option<(libc::c_int, i64, Instant)>,
 }
@@ -43,7 +51,7 @@ impl Supervisor {
             Some(path) => Some(CriLog::open(path)?),
             None => None,
         };
-        let (outputs, stdin) = match io {
+        let (outputs, stdin, terminal) = match io {
             ContainerIo::Pipes {
                 stdout,
                 stderr,
@@ -51,10 +59,22 @@ impl Supervisor {
             } => (
                 vec![(stdout, Stream::Stdout), (stderr, Stream::Stderr)],
                 stdin,
+                None,
             ),
-            ContainerIo::Terminal { master } => (vec![(master, Stream::Stdout)], None),
+            ContainerIo::Terminal { master } => {
+                let input = if config.stdin {
+                    Some(master.try_clone()?)
+                } else {
+                    None
+                };
+                let resize = master.try_clone()?;
+                (vec![(master, Stream::Stdout)], input, Some(resize))
+            }
         };
         for (fd, _) in &outputs {
+            sys::set_nonblocking(fd.as_raw_fd())?;
+        }
+        if let Some(fd) = &stdin {
             sys::set_nonblocking(fd.as_raw_fd())?;
         }
         let path = &config.control_socket;
@@ -67,10 +87,13 @@ impl Supervisor {
             init_pid,
             log,
             outputs,
-            _stdin: stdin,
+            stdin,
+            stdin_pending: Vec::new(),
+            terminal,
             signals,
             control,
             clients: Vec::new(),
+            attached: Vec::new(),
             exited: None,
         })
     }
@@ -78,11 +101,31 @@ impl Supervisor {
     pub fn run(mut self) {
         loop {
             let mut fds = vec![
-                pollfd(self.signals.as_raw_fd()),
-                pollfd(self.control.as_raw_fd()),
+                pollfd(self.signals.as_raw_fd(), libc::POLLIN),
+                pollfd(self.control.as_raw_fd(), libc::POLLIN),
             ];
-            fds.extend(self.outputs.iter().map(|(fd, _)| pollfd(fd.as_raw_fd())));
-            fds.extend(self.clients.iter().map(|(s, _)| pollfd(s.as_raw_fd())));
+            fds.extend(
+                self.outputs
+                    .iter()
+                    .map(|(fd, _)| pollfd(fd.as_raw_fd(), libc::POLLIN)),
+            );
+            fds.extend(
+                self.clients
+                    .iter()
+                    .map(|(s, _)| pollfd(s.as_raw_fd(), libc::POLLIN)),
+            );
+            // Input waiting for the container: take no more until it goes.
+            let input_blocked = !self.stdin_pending.is_empty();
+            fds.extend(self.attached.iter().map(|a| {
+                let mut events = if input_blocked { 0 } else { libc::POLLIN };
+                if !a.backlog.is_empty() {
+                    events |= libc::POLLOUT;
+                }
+                pollfd(a.stream.as_raw_fd(), events)
+            }));
+            if let (true, Some(stdin)) = (input_blocked, &self.stdin) {
+                fds.push(pollfd(stdin.as_raw_fd(), libc::POLLOUT));
+            }
             let timeout = match &self.exited {
                 Some((_, _, at)) => DRAIN.saturating_sub(at.elapsed()).as_millis() as i32,
                 None => -1,
@@ -95,10 +138,16 @@ impl Supervisor {
             // Readiness by position, taken before any handler changes the
             // lists (an accept adds a client that was not polled).
             let ready: Vec<bool> = fds.iter().map(|f| f.revents != 0).collect();
-            let outputs_ready = &ready[2..2 + self.outputs.len()];
-            let clients_ready = &ready[2 + self.outputs.len()..];
-            self.read_outputs(outputs_ready);
-            self.serve_clients(clients_ready);
+            let (outputs, clients, attached) =
+                (self.outputs.len(), self.clients.len(), self.attached.len());
+            let outputs_ready = ready[2..2 + outputs].to_vec();
+            let clients_ready = ready[2 + outputs..2 + outputs + clients].to_vec();
+            let attached_ready =
+                ready[2 + outputs + clients..2 + outputs + clients + attached].to_vec();
+            self.read_outputs(&outputs_ready);
+            self.serve_attached(&attached_ready);
+            self.feed_stdin();
+            self.serve_clients(&clients_ready);
             if ready[0] {
                 self.reap();
             }
@@ -144,10 +193,18 @@ impl Supervisor {
                         {
                             eprintln!("crius-shim: writing the container log: {e}");
                         }
+                        let kind = match stream {
+                            Stream::Stdout => attach::STDOUT,
+                            Stream::Stderr => attach::STDERR,
+                        };
+                        for client in &mut self.attached {
+                            client.send(kind, &buf[..n]);
+                        }
                     }
                 }
             }
         }
+        self.attached.retain(|a| !a.gone);
         for i in closed.into_iter().rev() {
             let (_, stream) = self.outputs.remove(i);
             if let Some(log) = &mut self.log {
@@ -165,9 +222,10 @@ impl Supervisor {
     }
 
     /// Reads command lines; each client sends one command and gets one
-    /// answer.
+    /// answer, except `attach`, after which the connection carries frames.
     fn serve_clients(&mut self, ready: &[bool]) {
         let mut done = Vec::new();
+        let mut attaching = Vec::new();
         for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
             let mut buf = [0u8; 256];
             let (stream, line) = &mut self.clients[i];
@@ -178,17 +236,128 @@ impl Supervisor {
                 Err(_) => done.push(i),
             }
             let line = &self.clients[i].1;
-            if line.contains(&b'\n') || line.len() > 200 {
-                let text = String::from_utf8_lossy(line).into_owned();
-                let answer = self.command(&text);
-                let _ = self.clients[i].0.write_all(answer.as_bytes());
+            if let Some(end) = line.iter().position(|&b| b == b'\n') {
+                let text = String::from_utf8_lossy(&line[..end]).into_owned();
+                if let Some(Command::Attach { stdin }) = Command::parse(&text) {
+                    attaching.push((i, stdin, end + 1));
+                } else {
+                    let answer = self.command(&text);
+                    let _ = self.clients[i].0.write_all(answer.as_bytes());
+                }
+                done.push(i);
+            } else if line.len() > 200 {
+                let _ = self.clients[i].0.write_all(b"error: command too long\n");
                 done.push(i);
             }
+        }
+        for (i, stdin, used) in &attaching {
+            let (stream, line) = &self.clients[*i];
+            let Ok(stream) = stream.try_clone() else {
+                continue;
+            };
+            if *stdin && self.stdin.is_none() {
+                let _ = (&stream).write_all(b"error: the container has no stdin to attach\n");
+                continue;
+            }
+            let mut client = Attached {
+                stream,
+                backlog: b"ok\n".to_vec(),
+                input: line[*used..].to_vec(),
+                stdin: *stdin,
+                gone: false,
+            };
+            client.flush();
+            self.attached.push(client);
         }
         done.sort_unstable();
         done.dedup();
         for i in done.into_iter().rev() {
             self.clients.remove(i);
+        }
+    }
+
+    /// Reads attached clients' frames: input for the container, resizes.
+    fn serve_attached(&mut self, ready: &[bool]) {
+        for (i, client) in self.attached.iter_mut().enumerate() {
+            if !ready.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            client.flush();
+            let mut buf = [0u8; 32 * 1024];
+            match client.stream.read(&mut buf) {
+                Ok(0) => client.gone = true,
+                Ok(n) => client.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => client.gone = true,
+            }
+            let mut used = 0;
+            loop {
+                match attach::decode(&client.input[used..]) {
+                    Ok(Some((kind, range, n))) => {
+                        let data = &client.input[used..][range];
+                        match kind {
+                            attach::STDIN if client.stdin => {
+                                self.stdin_pending.extend_from_slice(data)
+                            }
+                            attach::STDIN_CLOSE if client.stdin => {
+                                client.stdin = false;
+                                if self.config.stdin_once {
+                                    self.stdin = None;
+                                }
+                            }
+                            attach::RESIZE => {
+                                if let (Some(term), Some((w, h))) =
+                                    (&self.terminal, attach::parse_resize(data))
+                                {
+                                    let _ = sys::set_window_size(term.as_raw_fd(), w, h);
+                                }
+                            }
+                            _ => {}
+                        }
+                        used += n;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        client.gone = true;
+                        break;
+                    }
+                }
+            }
+            client.input.drain(..used);
+            // stdin_once: the first attach with input to end closes it.
+            if client.gone && client.stdin && self.config.stdin_once {
+                self.stdin = None;
+            }
+        }
+        self.attached.retain(|a| !a.gone);
+    }
+
+    /// Writes attached input to the container's stdin, as much as it takes.
+    fn feed_stdin(&mut self) {
+        let Some(stdin) = &self.stdin else {
+            self.stdin_pending.clear();
+            return;
+        };
+        while !self.stdin_pending.is_empty() {
+            // SAFETY: write from a valid buffer to an fd we own.
+            let n = unsafe {
+                libc::write(
+                    stdin.as_raw_fd(),
+                    self.stdin_pending.as_ptr().cast(),
+                    self.stdin_pending.len(),
+                )
+            };
+            if n > 0 {
+                self.stdin_pending.drain(..n as usize);
+                continue;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
+                return;
+            }
+            // The container closed its stdin: what it would not take is dropped.
+            self.stdin_pending.clear();
+            self.stdin = None;
+            return;
         }
     }
 
@@ -201,6 +370,7 @@ impl Supervisor {
                 },
                 None => "ok\n".into(),
             },
+            Some(Command::Attach { .. }) => "error: attach is not a one-line command\n".into(),
             None => format!("error: unknown command {:?}\n", line.trim()),
         }
     }
@@ -235,10 +405,52 @@ impl Supervisor {
     }
 }
 
-fn pollfd(fd: i32) -> libc::pollfd {
+fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
+    }
+}
+
+/// A client attached to the container's stdio.
+struct Attached {
+    stream: UnixStream,
+    /// Frames not yet taken by the client.
+    backlog: Vec<u8>,
+    /// Bytes read from the client, not yet a whole frame.
+    input: Vec<u8>,
+    /// It attached with input that has not ended.
+    stdin: bool,
+    gone: bool,
+}
+
+impl Attached {
+    /// Queues one output frame and sends what the client takes now.
+    fn send(&mut self, kind: u8, data: &[u8]) {
+        attach::encode(kind, data, &mut self.backlog);
+        self.flush();
+        if self.backlog.len() > attach::MAX_BACKLOG {
+            self.gone = true;
+        }
+    }
+
+    fn flush(&mut self) {
+        while !self.backlog.is_empty() {
+            match self.stream.write(&self.backlog) {
+                Ok(0) => {
+                    self.gone = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.backlog.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+            }
+        }
     }
 }

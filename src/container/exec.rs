@@ -2,7 +2,7 @@
 //! exec`, its output collected (bounded), killed when its timeout expires.
 
 use super::{ContainerError, ContainerRecord, ContainerState, runtime_of};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -40,16 +40,9 @@ pub async fn exec_sync(
         reason,
     };
     let tag = &crate::ids::new_id()[..12];
-    let dir = &record.dir;
-    let process_file = dir.join(format!("exec-{tag}.json"));
-    let pid_file = dir.join(format!("exec-{tag}.pid"));
-    let log_file = dir.join(format!("exec-{tag}.log"));
-    let files = [process_file.clone(), pid_file.clone(), log_file.clone()];
-    let _cleanup = RemoveOnDrop(&files);
-
-    let process = exec_process(dir, &cmd).map_err(runtime_error)?;
-    std::fs::write(&process_file, process)
-        .map_err(|e| runtime_error(format!("{}: {e}", process_file.display())))?;
+    let files = ExecFiles::new(&record.dir, tag);
+    let (process_file, pid_file, log_file) = (&files.process, &files.pid, &files.log);
+    exec_process_file(&record.dir, &cmd, false, process_file).map_err(runtime_error)?;
     let runtime = runtime_of(record);
     let mut command = tokio::process::Command::new(&runtime.binary);
     command
@@ -57,11 +50,11 @@ pub async fn exec_sync(
         .arg(&runtime.root)
         .args(&runtime.args)
         .arg("--log")
-        .arg(&log_file)
+        .arg(log_file)
         .args(["--log-format", "json", "exec", "--process"])
-        .arg(&process_file)
+        .arg(process_file)
         .arg("--pid-file")
-        .arg(&pid_file)
+        .arg(pid_file)
         .arg(&record.id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -83,7 +76,7 @@ pub async fn exec_sync(
     let (stdout, stderr, status) = match result {
         Ok(done) => done,
         Err(_) => {
-            kill_exec(&pid_file);
+            kill_exec(pid_file);
             // runc exits once its process is gone.
             let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             return Err(ContainerError::Timeout(format!(
@@ -94,7 +87,7 @@ pub async fn exec_sync(
         }
     };
     let status = status.map_err(|e| runtime_error(format!("waiting for exec: {e}")))?;
-    if let Some(message) = runtime_failure(&log_file) {
+    if let Some(message) = runtime_failure(log_file) {
         return Err(runtime_error(format!("exec {cmd:?} failed: {message}")));
     }
     use std::os::unix::process::ExitStatusExt;
@@ -109,19 +102,51 @@ pub async fn exec_sync(
     })
 }
 
-/// The container's process spec with `cmd` as its args and no terminal.
-fn exec_process(bundle: &Path, cmd: &[String]) -> Result<Vec<u8>, String> {
-    let path = bundle.join("config.json");
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let spec: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut process = spec["process"].clone();
-    process["args"] = serde_json::json!(cmd);
-    process["terminal"] = serde_json::json!(false);
-    Ok(serde_json::to_vec(&process).expect("encodes"))
+/// The files of one exec under the container's dir, removed when dropped.
+pub(super) struct ExecFiles {
+    pub process: PathBuf,
+    pub pid: PathBuf,
+    pub log: PathBuf,
 }
 
-fn kill_exec(pid_file: &Path) {
+impl ExecFiles {
+    pub(super) fn new(dir: &Path, tag: &str) -> ExecFiles {
+        ExecFiles {
+            process: dir.join(format!("exec-{tag}.json")),
+            pid: dir.join(format!("exec-{tag}.pid")),
+            log: dir.join(format!("exec-{tag}.log")),
+        }
+    }
+}
+
+impl Drop for ExecFiles {
+    fn drop(&mut self) {
+        for path in [&self.process, &self.pid, &self.log] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Writes to `path` the container's process spec with `cmd` as its args
+/// (its user, env, cwd, capabilities and the rest stay the container's).
+pub(super) fn exec_process_file(
+    bundle: &Path,
+    cmd: &[String],
+    tty: bool,
+    path: &Path,
+) -> Result<(), String> {
+    let config = bundle.join("config.json");
+    let bytes = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let spec: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut process = spec["process"].clone();
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = serde_json::json!(tty);
+    std::fs::write(path, serde_json::to_vec(&process).expect("encodes"))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub(super) fn kill_exec(pid_file: &Path) {
     let pid = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
@@ -134,7 +159,7 @@ fn kill_exec(pid_file: &Path) {
 }
 
 /// The runtime's own error, if it failed to run the command at all.
-fn runtime_failure(log: &Path) -> Option<String> {
+pub(super) fn runtime_failure(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -153,16 +178,6 @@ async fn read_bounded(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
                 let room = MAX_OUTPUT.saturating_sub(out.len());
                 out.extend_from_slice(&buf[..n.min(room)]);
             }
-        }
-    }
-}
-
-struct RemoveOnDrop<'a>(&'a [std::path::PathBuf]);
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        for path in self.0 {
-            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod seccomp;
 pub mod security;
 pub mod shim;
 pub mod spec;
+pub mod streams;
 pub mod user;
 
 use crate::cgroups::CgroupInfo;

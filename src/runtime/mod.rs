@@ -44,6 +44,8 @@ pub struct Runtime {
     pub events: crate::events::Events,
     /// The previous CPU sample of each container and pod, for rates.
     pub cpu_rates: crate::stats::CpuRates,
+    /// Streaming URLs and the requests behind them.
+    pub streaming: crate::stream::Streaming,
 }
 
 /// Why the runtime could not start.
@@ -129,6 +131,7 @@ impl Runtime {
             network,
             events,
             cpu_rates: Default::default(),
+            streaming: Default::default(),
         })
     }
 

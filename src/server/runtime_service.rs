@@ -278,23 +278,44 @@ impl RuntimeService for CriService {
 
     async fn exec(
         &self,
-        _: Request<cri::ExecRequest>,
+        request: Request<cri::ExecRequest>,
     ) -> Result<Response<cri::ExecResponse>, Status> {
-        unimplemented("Exec").await
+        let request = request.into_inner();
+        let id = request.container_id.clone();
+        rpc("Exec", &id, async move {
+            self.blocking(move |rt| rt.streaming.exec_url(rt, request))
+                .await
+                .map(|url| cri::ExecResponse { url })
+        })
+        .await
     }
 
     async fn attach(
         &self,
-        _: Request<cri::AttachRequest>,
+        request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
-        unimplemented("Attach").await
+        let request = request.into_inner();
+        let id = request.container_id.clone();
+        rpc("Attach", &id, async move {
+            self.blocking(move |rt| rt.streaming.attach_url(rt, request))
+                .await
+                .map(|url| cri::AttachResponse { url })
+        })
+        .await
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Result<Response<cri::PortForwardResponse>, Status> {
-        unimplemented("PortForward").await
+        let request = request.into_inner();
+        let id = request.pod_sandbox_id.clone();
+        rpc("PortForward", &id, async move {
+            self.blocking(move |rt| rt.streaming.port_forward_url(rt, request))
+                .await
+                .map(|url| cri::PortForwardResponse { url })
+        })
+        .await
     }
 
     async fn container_stats(

@@ -1,0 +1,322 @@
+//! Exec, Attach and PortForward through the streaming server, with real
+//! containers: the RPCs' checks, single-use URLs, and the streams over
+//! WebSocket (this file) and SPDY (`streaming_spdy.rs`).
+
+mod common;
+
+use common::pods::{Pod, image};
+use common::ws;
+use crius::cri;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tonic::Code;
+
+async fn exec_url(pod: &Pod, request: cri::ExecRequest) -> Result<String, tonic::Status> {
+    Ok(pod
+        .daemon
+        .runtime()
+        .await
+        .exec(request)
+        .await?
+        .into_inner()
+        .url)
+}
+
+fn exec_request(id: &str, cmd: &[&str], stdin: bool, tty: bool) -> cri::ExecRequest {
+    cri::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+    }
+}
+
+fn status(channels: &std::collections::BTreeMap<u8, Vec<u8>>) -> Value {
+    serde_json::from_slice(channels.get(&3).expect("a status on the error channel")).unwrap()
+}
+
+async fn sleeper(pod: &Pod, name: &str) -> String {
+    pod.run(name, json!({"command": ["sleep", "3600"]})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_checked_and_urls_are_single_use() {
+    let pod = Pod::new(json!({})).await;
+    let id = sleeper(&pod, "c").await;
+    let cases = [
+        (
+            exec_request(&id, &[], false, false),
+            Code::InvalidArgument,
+            "cmd",
+        ),
+        (
+            exec_request("nope", &["true"], false, false),
+            Code::NotFound,
+            "nope",
+        ),
+        (
+            cri::ExecRequest {
+                stdout: false,
+                stderr: false,
+                ..exec_request(&id, &["true"], false, false)
+            },
+            Code::InvalidArgument,
+            "stdin, stdout and stderr",
+        ),
+        (
+            cri::ExecRequest {
+                stderr: true,
+                ..exec_request(&id, &["true"], false, true)
+            },
+            Code::InvalidArgument,
+            "stderr must be false with tty",
+        ),
+    ];
+    for (request, code, needle) in cases {
+        let err = exec_url(&pod, request).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(needle), "{err:?}");
+    }
+    let created = pod
+        .create("created", json!({"command": ["true"]}))
+        .await
+        .unwrap();
+    let err = exec_url(&pod, exec_request(&created, &["true"], false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    let url = exec_url(&pod, exec_request(&id, &["true"], false, false))
+        .await
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (mut conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let out = ws::collect(&mut conn).await;
+    assert_eq!(status(&out)["status"], "Success");
+    assert_eq!(
+        ws::connect(&url, "v4.channel.k8s.io").await.err(),
+        Some(404),
+        "reused"
+    );
+    let unknown = format!(
+        "{}/exec/{}",
+        url.rsplit_once("/exec/").unwrap().0,
+        "0".repeat(64)
+    );
+    assert_eq!(
+        ws::connect(&unknown, "v4.channel.k8s.io").await.err(),
+        Some(404)
+    );
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_websocket_streams_output_input_and_exit_codes() {
+    let pod = Pod::new(json!({})).await;
+    let id = sleeper(&pod, "c").await;
+
+    // Output on its channels, and the exit code as a Status cause.
+    let url = exec_url(
+        &pod,
+        exec_request(
+            &id,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+            false,
+        ),
+    )
+    .await
+    .unwrap();
+    let (mut conn, protocol) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    assert_eq!(protocol, "v4.channel.k8s.io");
+    let out = ws::collect(&mut conn).await;
+    assert_eq!(out.get(&1).map(Vec::as_slice), Some(&b"out\n"[..]));
+    assert_eq!(out.get(&2).map(Vec::as_slice), Some(&b"err\n"[..]));
+    let st = status(&out);
+    assert_eq!(st["reason"], "NonZeroExitCode", "{st}");
+    assert_eq!(st["details"]["causes"][0]["message"], "3");
+
+    // Input echoed back, 10 MiB unchanged, ended by v5's close signal.
+    let url = exec_url(&pod, exec_request(&id, &["cat"], true, false))
+        .await
+        .unwrap();
+    let (conn, protocol) = ws::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    assert_eq!(protocol, "v5.channel.k8s.io");
+    let data: Vec<u8> = (0..10 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let (mut sink, mut source) = futures_util::StreamExt::split(conn);
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        use futures_util::SinkExt;
+        for chunk in sent.chunks(64 * 1024) {
+            let mut message = vec![0u8];
+            message.extend_from_slice(chunk);
+            sink.send(tokio_tungstenite::tungstenite::Message::binary(message))
+                .await
+                .unwrap();
+        }
+        sink.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            255u8, 0,
+        ]))
+        .await
+        .unwrap();
+        sink
+    });
+    let mut echoed = Vec::new();
+    let mut st = None;
+    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut source).await {
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message {
+            match bytes[0] {
+                1 => echoed.extend_from_slice(&bytes[1..]),
+                3 => st = Some(serde_json::from_slice::<Value>(&bytes[1..]).unwrap()),
+                _ => {}
+            }
+        }
+    }
+    let _ = writer.await.unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "10 MiB came back unchanged");
+    assert_eq!(st.unwrap()["status"], "Success");
+
+    // A terminal: its size follows resizes.
+    let url = exec_url(
+        &pod,
+        exec_request(&id, &["sh", "-c", "sleep 1; stty size"], true, true),
+    )
+    .await
+    .unwrap();
+    let (mut conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    ws::send(&mut conn, 4, br#"{"Width":100,"Height":40}"#).await;
+    let out = ws::collect(&mut conn).await;
+    let text =
+        String::from_utf8_lossy(out.get(&1).map(Vec::as_slice).unwrap_or_default()).into_owned();
+    assert!(text.contains("40 100"), "{text:?}");
+    assert_eq!(status(&out)["status"], "Success");
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_leaves_no_process() {
+    let pod = Pod::new(json!({})).await;
+    let id = sleeper(&pod, "c").await;
+    let url = exec_url(&pod, exec_request(&id, &["sleep", "1234"], false, false))
+        .await
+        .unwrap();
+    let (conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    async fn running(pod: &Pod, id: &str) -> bool {
+        let (_, out, _) = pod.exec(id, &["ps"]).await;
+        out.contains("sleep 1234")
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !running(&pod, &id).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exec never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(conn);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running(&pod, &id).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the exec outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_over_websocket_sees_output_and_feeds_stdin() {
+    let pod = Pod::new(json!({})).await;
+    // A container reading its stdin and echoing it, with stdin_once.
+    let id = pod
+        .run(
+            "reader",
+            json!({"command": ["sh", "-c", "echo ready; while read line; do echo got $line; done; echo bye"],
+                   "stdin": true, "stdin_once": true}),
+        )
+        .await;
+    let attach = |stdin: bool| cri::AttachRequest {
+        container_id: id.clone(),
+        stdin,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    };
+    let url = pod
+        .daemon
+        .runtime()
+        .await
+        .attach(attach(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut conn, _) = ws::connect(&url, "v5.channel.k8s.io").await.unwrap();
+    ws::send(&mut conn, 0, b"hello\n").await;
+    ws::send(&mut conn, 255, &[0]).await; // stdin ends: stdin_once closes it
+    let out = ws::collect(&mut conn).await;
+    let text =
+        String::from_utf8_lossy(out.get(&1).map(Vec::as_slice).unwrap_or_default()).into_owned();
+    assert!(
+        text.contains("got hello") && text.contains("bye"),
+        "{text:?}"
+    );
+    assert_eq!(status(&out)["status"], "Success");
+    let st = pod.wait_exit(&id, Duration::from_secs(10)).await;
+    assert_eq!(st.exit_code, 0);
+    // The container has exited: no more attaching.
+    let err = pod
+        .daemon
+        .runtime()
+        .await
+        .attach(attach(false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_over_websocket_reaches_the_pod() {
+    let pod = Pod::new(json!({})).await;
+    pod.daemon.pull(&image("httpd"), None).await.unwrap();
+    pod.run("web", json!({"image": {"image": image("httpd")}}))
+        .await;
+    let mut body = String::new();
+    // httpd may take a moment to listen.
+    for _ in 0..50 {
+        let url = pod
+            .daemon
+            .runtime()
+            .await
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.id.clone(),
+                port: vec![80],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (mut conn, _) = ws::connect(&format!("{url}?port=80"), "v4.channel.k8s.io")
+            .await
+            .unwrap();
+        ws::send(&mut conn, 0, b"GET / HTTP/1.0\r\n\r\n").await;
+        let out = ws::collect(&mut conn).await;
+        let data = out.get(&0).cloned().unwrap_or_default();
+        assert_eq!(&data[..2], &80u16.to_le_bytes(), "the port prefix");
+        body = String::from_utf8_lossy(&data[2..]).into_owned();
+        if body.contains("crius test page") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        body.contains("200 OK") && body.contains("crius test page"),
+        "{body:?}"
+    );
+    pod.remove_pod().await;
+}
