@@ -107,6 +107,14 @@ impl Framing {
 
 const CLOSE_SIGNAL: u8 = 255;
 
+fn normal_close() -> Message {
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// Runs an exec or attach over `ws`.
 pub async fn remote_command<IO>(
     ws: WebSocketStream<IO>,
@@ -191,6 +199,8 @@ pub async fn remote_command<IO>(
         if let Some(status) = status {
             let _ = sink.send(framing.encode(3, &status)).await;
         }
+        // A normal closure (1000): clients read any other as an error.
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     }
     reader.abort();
@@ -266,6 +276,7 @@ pub async fn port_forward<IO>(
                 return;
             }
         }
+        let _ = sink.send(normal_close()).await;
         let _ = sink.close().await;
     };
     let reader = async {
