@@ -26,8 +26,17 @@ wait $follower 2>/dev/null || true
 seen=$(python3 - "$out" <<'PY'
 import json, sys
 names = {0: "CREATED", 1: "STARTED", 2: "STOPPED", 3: "DELETED"}
-for line in open(sys.argv[1]):
-    e = json.loads(line)
+# One object per line (criusctl) or pretty-printed ones (crictl).
+text, events, at = open(sys.argv[1]).read(), [], 0
+decoder = json.JSONDecoder()
+while True:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    if at >= len(text):
+        break
+    e, at = decoder.raw_decode(text, at)
+    events.append(e)
+for e in events:
     kind = e.get("container_event_type", e.get("containerEventType", 0))
     kind = names.get(kind, str(kind).replace("CONTAINER_", "").replace("_EVENT", ""))
     print(kind, e.get("container_id", e.get("containerId")))

@@ -15,6 +15,7 @@
 pub mod portforward;
 pub mod remotecommand;
 mod server;
+pub mod spdy;
 mod spdy_streams;
 pub mod status;
 pub mod tokens;

@@ -31,6 +31,8 @@ pub const SPDY_REMOTE_COMMAND: &[&str] = &[
     "channel.k8s.io",
 ];
 pub const SPDY_PORT_FORWARD: &[&str] = &["portforward.k8s.io"];
+/// SPDY port-forward carried in WebSocket binary messages.
+pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
 /// Serves streams on `listener` until the task is dropped.
 pub async fn serve(runtime: Arc<Runtime>, listener: TcpListener) {
@@ -104,7 +106,7 @@ fn handle(runtime: Arc<Runtime>, mut request: http::Request<Incoming>) -> Respon
     let headers = request.headers().clone();
     if upgrade == "websocket" {
         websocket_upgrade(runtime, taken, &headers, request.uri().query(), on_upgrade)
-    } else if upgrade.starts_with("spdy/3") && super::spdy_streams::READY {
+    } else if upgrade.starts_with("spdy/3") {
         spdy_upgrade(runtime, taken, &headers, on_upgrade)
     } else {
         plain(
@@ -125,6 +127,31 @@ fn websocket_upgrade(
         return plain(StatusCode::BAD_REQUEST, "websocket upgrade without a key");
     };
     let offered = values(headers, "sec-websocket-protocol");
+    // client-go's WebSocket port-forward tunnels a SPDY session through
+    // binary messages.
+    if matches!(taken, Request::PortForward(_)) && offered.iter().any(|p| p == SPDY_TUNNEL) {
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            if let Request::PortForward(r) = taken {
+                let netns = pod_netns(&runtime, &r.pod_sandbox_id);
+                let io = websocket::byte_stream(ws);
+                super::spdy_streams::port_forward(io, r.pod_sandbox_id, netns).await;
+            }
+        });
+        return http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Accept", accept)
+            .header("Sec-WebSocket-Protocol", SPDY_TUNNEL)
+            .body(Full::new(Bytes::new()))
+            .expect("valid response");
+    }
     let supported = match taken {
         Request::PortForward(_) => Framing::PORT_FORWARD,
         _ => Framing::REMOTE_COMMAND,

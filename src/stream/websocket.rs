@@ -301,6 +301,47 @@ pub async fn port_forward<IO>(
     tasks.abort_all();
 }
 
+/// The bytes carried by `ws`'s binary messages as one byte stream, for a
+/// protocol tunnelled through WebSocket (SPDY port-forward).
+pub fn byte_stream<IO>(ws: WebSocketStream<IO>) -> tokio::io::DuplexStream
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (mut from_us, mut to_us) = tokio::io::split(ours);
+    let (mut sink, mut source) = ws.split();
+    tokio::spawn(async move {
+        let inbound = async {
+            while let Some(Ok(message)) = source.next().await {
+                match message {
+                    Message::Binary(bytes) if to_us.write_all(&bytes).await.is_err() => return,
+                    Message::Close(_) => return,
+                    _ => {}
+                }
+            }
+        };
+        let outbound = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from_us.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if sink.send(Message::binary(buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = sink.send(normal_close()).await;
+        };
+        tokio::select! {
+            () = inbound => {}
+            () = outbound => {}
+        }
+    });
+    theirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,12 +127,21 @@ pub struct ExecArgs {
     /// The command and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     cmd: Vec<String>,
-    /// Run synchronously (ExecSync); the only mode criusctl has so far
+    /// Run synchronously (ExecSync): output when it has ended
     #[arg(short, long)]
     sync: bool,
-    /// Seconds before the command is killed (0: no limit)
+    /// Seconds before a synchronous command is killed (0: no limit)
     #[arg(long, default_value_t = 0)]
     timeout: i64,
+    /// Stream stdin to the command
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// How to connect to the streaming server
+    #[arg(long, value_enum, default_value = "websocket")]
+    transport: crate::stream::Transport,
 }
 
 #[derive(clap::Args)]
@@ -495,10 +504,13 @@ pub async fn logs(settings: &Settings, args: LogsArgs) -> anyhow::Result<()> {
     }
 }
 
-/// ExecSync; exits with the command's exit code.
+/// Exec (streamed) or ExecSync (`-s`); exits with the command's exit code.
 pub async fn exec(settings: &Settings, args: ExecArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let _ = args.sync;
+    let _ = args.transport;
+    if !args.sync {
+        return crate::stream::exec(settings, args.id, args.cmd, args.interactive, args.tty).await;
+    }
     let extra = (args.timeout > 0).then(|| Duration::from_secs(args.timeout as u64 + 5));
     let mut client = settings.runtime_with(extra).await?;
     let resp = client

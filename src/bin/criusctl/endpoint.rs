@@ -19,8 +19,8 @@ pub struct GlobalArgs {
     /// Runtime endpoint, e.g. unix:///run/crius/crius.sock
     #[arg(short = 'r', long, global = true, env = "CONTAINER_RUNTIME_ENDPOINT")]
     pub runtime_endpoint: Option<String>,
-    /// Image endpoint [default: the runtime endpoint]
-    #[arg(short = 'i', long, global = true, env = "IMAGE_SERVICE_ENDPOINT")]
+    /// Image endpoint [default: the runtime endpoint] (before the command: `exec -i` is stdin)
+    #[arg(short = 'i', long, env = "IMAGE_SERVICE_ENDPOINT")]
     pub image_endpoint: Option<String>,
     /// Timeout for connecting and for each call, e.g. 2s, 500ms, 1m (before
     /// the command, as in crictl: `stop -t` is the stop's grace period)
@@ -48,6 +48,7 @@ struct FileConfig {
 }
 
 /// The resolved connection settings.
+#[derive(Clone)]
 pub struct Settings {
     pub runtime_endpoint: String,
     pub image_endpoint: String,

@@ -9,6 +9,7 @@ mod node;
 mod output;
 mod pod;
 mod stats;
+mod stream;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -69,8 +70,12 @@ enum Command {
     Inspect(container::InspectArgs),
     /// Fetch the logs of a container
     Logs(container::LogsArgs),
-    /// Run a command in a running container (synchronously)
+    /// Run a command in a running container (`-it` for a shell, `-s` synchronously)
     Exec(container::ExecArgs),
+    /// Attach to a running container's stdio
+    Attach(stream::AttachArgs),
+    /// Forward local ports to a pod sandbox's ports
+    PortForward(stream::PortForwardArgs),
     /// List containers' resource usage
     Stats(stats::StatsArgs),
     /// List pod sandboxes' resource usage
@@ -123,6 +128,8 @@ fn main() -> ExitCode {
             Command::Inspect(args) => container::inspect(&settings, args).await,
             Command::Logs(args) => container::logs(&settings, args).await,
             Command::Exec(args) => container::exec(&settings, args).await,
+            Command::Attach(args) => stream::attach(&settings, args).await,
+            Command::PortForward(args) => stream::port_forward(&settings, args).await,
             Command::Stats(args) => stats::stats(&settings, args).await,
             Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Events(args) => node::events(&settings, args).await,

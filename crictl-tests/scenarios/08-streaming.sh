@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Streaming as an operator uses it: exec (output, stdin, exit codes),
+# attach to a container's output, port-forward to a pod's web server.
+. "$CRICTL_TESTS/lib.sh"
+
+pod_config=$CRICTL_TESTS/configs/web-pod.json
+config=$(harness_config "$CRICTL_TESTS/configs/web-container.json")
+crictl pull "$(json_get "$(cat "$config")" 'd["image"]["image"]')" >/dev/null
+
+pod=$(crictl runp "$pod_config")
+cid=$(crictl create "$pod" "$config" "$pod_config")
+crictl start "$cid" >/dev/null
+
+[ "$(crictl exec "$cid" echo streamed)" = streamed ] || fail "exec output"
+[ "$(echo piped | crictl exec -i "$cid" cat)" = piped ] || fail "exec stdin"
+set +e
+said=$(crictl exec "$cid" sh -c 'exit 3' 2>&1)
+code=$?
+set -e
+# criusctl exits with the command's code; crictl says it and exits 1.
+[ "$code" -eq 3 ] || { [ "$code" -ne 0 ] && [[ $said == *"exit code 3"* ]]; } ||
+    fail "exec exit code: $code ($said)"
+
+# port-forward on a free local port; only loopback is contacted.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+crictl port-forward "$pod" "$port:80" >"$CRICTL_TMP/pf.out" 2>&1 &
+forwarder=$!
+trap 'kill $forwarder 2>/dev/null || true' EXIT
+body=
+for _ in $(seq 1 50); do
+    body=$(curl -fsS --noproxy '*' -m 2 "http://127.0.0.1:$port/" 2>/dev/null) && break
+    sleep 0.1
+done
+assert_contains "$body" "crius test page"
+kill "$forwarder"
+wait "$forwarder" 2>/dev/null || true
+
+crictl rmp -f "$pod" >/dev/null
+rm -rf /tmp/crius-web-logs
