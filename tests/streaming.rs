@@ -320,3 +320,250 @@ async fn port_forward_over_websocket_reaches_the_pod() {
     );
     pod.remove_pod().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_over_spdy_and_hostile_connections() {
+    use common::spdy_client;
+    let pod = Pod::new(json!({})).await;
+    let id = sleeper(&pod, "c").await;
+
+    // v4: stdout and stderr on their streams, the exit code in the Status.
+    let url = exec_url(
+        &pod,
+        exec_request(&id, &["sh", "-c", "cat; echo err >&2; exit 4"], true, false),
+    )
+    .await
+    .unwrap();
+    let (mut client, protocol) = spdy_client::connect(&url, "v4.channel.k8s.io")
+        .await
+        .unwrap();
+    assert_eq!(protocol, "v4.channel.k8s.io");
+    let error = client.open(&[("streamtype", "error")]).await;
+    let stdin = client.open(&[("streamtype", "stdin")]).await;
+    let stdout = client.open(&[("streamtype", "stdout")]).await;
+    let stderr = client.open(&[("streamtype", "stderr")]).await;
+    client.data(stdin, b"through spdy\n", true).await;
+    let (streams, goaway) = client.collect().await;
+    assert_eq!(
+        streams.get(&stdout).map(Vec::as_slice),
+        Some(&b"through spdy\n"[..])
+    );
+    assert_eq!(streams.get(&stderr).map(Vec::as_slice), Some(&b"err\n"[..]));
+    let st: Value = serde_json::from_slice(&streams[&error]).unwrap();
+    assert_eq!(st["details"]["causes"][0]["message"], "4", "{st}");
+    assert!(goaway, "the session ends with GOAWAY");
+
+    // A protocol the server does not speak is refused before anything runs.
+    let url = exec_url(&pod, exec_request(&id, &["true"], false, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        spdy_client::connect(&url, "v9.channel.k8s.io").await.err(),
+        Some(403)
+    );
+
+    // Garbage after the upgrade ends the connection, and nothing else.
+    for garbage in [
+        vec![0xffu8; 4096],
+        b"\x80\x03\x00\x01\x00\xff\xff\xff".to_vec(),
+    ] {
+        let url = exec_url(&pod, exec_request(&id, &["sleep", "999"], false, false))
+            .await
+            .unwrap();
+        let (mut client, _) = spdy_client::connect(&url, "v4.channel.k8s.io")
+            .await
+            .unwrap();
+        use tokio::io::AsyncWriteExt;
+        client.conn.write_all(&garbage).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), client.collect()).await;
+        assert!(ended.is_ok(), "the server closed the connection");
+    }
+    // Malformed WebSocket frames likewise.
+    let url = exec_url(&pod, exec_request(&id, &["true"], false, false))
+        .await
+        .unwrap();
+    let (conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let mut raw = conn.into_inner();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw.write_all(&[0x8f, 0xff, 0xff, 0xff]).await.unwrap();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    // The daemon serves on.
+    let (code, out, _) = pod.exec(&id, &["echo", "alive"]).await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_execs_big_outputs_and_kills() {
+    let pod = Pod::new(json!({})).await;
+    let id = sleeper(&pod, "c").await;
+    let rss = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .unwrap()
+            .to_string();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rss(pod.daemon.pid());
+
+    // 100 MiB through stdout, counted, not kept.
+    let url = exec_url(
+        &pod,
+        exec_request(&id, &["head", "-c", "104857600", "/dev/zero"], false, false),
+    )
+    .await
+    .unwrap();
+    let (conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let (_, mut source) = futures_util::StreamExt::split(conn);
+    let mut total = 0usize;
+    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut source).await {
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message
+            && bytes.first() == Some(&1)
+        {
+            total += bytes.len() - 1;
+        }
+    }
+    assert_eq!(total, 100 << 20, "every byte arrived");
+    let grown = rss(pod.daemon.pid()).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "criusd grew by {grown} KiB streaming 100 MiB"
+    );
+
+    // Killed: 128 + 9.
+    let url = exec_url(
+        &pod,
+        exec_request(&id, &["sh", "-c", "kill -9 $$"], false, false),
+    )
+    .await
+    .unwrap();
+    let (mut conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+    let out = ws::collect(&mut conn).await;
+    assert_eq!(status(&out)["details"]["causes"][0]["message"], "137");
+
+    // 20 at once.
+    let mut running = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let url = exec_url(
+            &pod,
+            exec_request(
+                &id,
+                &["sh", "-c", &format!("sleep 0.5; echo {n}")],
+                false,
+                false,
+            ),
+        )
+        .await
+        .unwrap();
+        running.spawn(async move {
+            let (mut conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+            let out = ws::collect(&mut conn).await;
+            (n, out)
+        });
+    }
+    let mut seen = 0;
+    while let Some(done) = running.join_next().await {
+        let (n, out) = done.unwrap();
+        assert_eq!(
+            out.get(&1).map(Vec::as_slice),
+            Some(format!("{n}\n").as_bytes())
+        );
+        assert_eq!(status(&out)["status"], "Success");
+        seen += 1;
+    }
+    assert_eq!(seen, 20);
+    pod.remove_pod().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_attaches_and_host_network_port_forward() {
+    // A host-network pod: port-forward reaches the node's loopback.
+    let pod =
+        Pod::new(json!({"linux": {"security_context": {"namespace_options": {"network": 2}}}}))
+            .await;
+    let id = pod
+        .run(
+            "ticker",
+            json!({"command": ["sh", "-c", "for i in $(seq 1 30); do echo tick $i; sleep 0.1; done"]}),
+        )
+        .await;
+    let attach = cri::AttachRequest {
+        container_id: id.clone(),
+        stdin: false,
+        tty: false,
+        stdout: true,
+        stderr: true,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let url = pod
+            .daemon
+            .runtime()
+            .await
+            .attach(attach.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (conn, _) = ws::connect(&url, "v4.channel.k8s.io").await.unwrap();
+        clients.push(tokio::spawn(async move {
+            let mut conn = conn;
+            ws::collect(&mut conn).await
+        }));
+    }
+    for client in clients {
+        let out = client.await.unwrap();
+        let text = String::from_utf8_lossy(out.get(&1).map(Vec::as_slice).unwrap_or_default())
+            .into_owned();
+        assert!(
+            text.contains("tick 30"),
+            "every attach sees the output: {text:?}"
+        );
+    }
+
+    // A server on the node's loopback, reached through the pod's port-forward.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = conn.write_all(b"hello from the node\n").await;
+            });
+        }
+    });
+    let mut connections = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let url = pod
+            .daemon
+            .runtime()
+            .await
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.id.clone(),
+                port: vec![port as i32],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        connections.spawn(async move {
+            let (mut conn, _) = ws::connect(&format!("{url}?port={port}"), "v4.channel.k8s.io")
+                .await
+                .unwrap();
+            ws::collect(&mut conn).await
+        });
+    }
+    while let Some(done) = connections.join_next().await {
+        let out = done.unwrap();
+        assert_eq!(&out[&0][2..], b"hello from the node\n");
+    }
+    pod.remove_pod().await;
+}
