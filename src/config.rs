@@ -44,6 +44,7 @@ pub struct ImageSection {
     pub max_concurrent_downloads: u32,
     pub registry_config_path: PathBuf,
     pub credentials_file: PathBuf,
+    pub pinned_images: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

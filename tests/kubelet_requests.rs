@@ -259,3 +259,43 @@ async fn a_kubelet_shaped_pod_runs() {
     }
     pod.remove_pod().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_an_operator_pins_are_reported_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "[network.builtin]\nenabled = false\n[image]\npinned_images = [{:?}]\n",
+            image("busybox")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(dir.path(), &[]);
+    daemon.pull(&image("busybox"), None).await.unwrap();
+    daemon.pull(&image("config"), None).await.unwrap();
+    let images = daemon
+        .images()
+        .await
+        .list_images(crius::cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let pinned: Vec<bool> = ["busybox", "config"]
+        .iter()
+        .map(|name| {
+            images
+                .iter()
+                .find(|i| i.repo_tags.contains(&image(name)))
+                .unwrap()
+                .pinned
+        })
+        .collect();
+    assert_eq!(
+        pinned,
+        [true, false],
+        "kubelet's GC leaves the pinned one alone"
+    );
+}

@@ -23,6 +23,7 @@ fn open(root: &Path) -> Arc<Images> {
         max_downloads: 4,
         registry_config_path: root.join("certs.d"),
         credentials_file: Default::default(),
+        pinned: Vec::new(),
     };
     Arc::new(Images::open(root, store, options).unwrap())
 }

@@ -323,7 +323,7 @@ async fn port_forward_over_websocket_reaches_the_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_over_spdy_and_hostile_connections() {
-    use common::spdy_client;
+    use crius::stream::spdy::client as spdy_client;
     let pod = Pod::new(json!({})).await;
     let id = sleeper(&pod, "c").await;
 
@@ -338,11 +338,11 @@ async fn exec_over_spdy_and_hostile_connections() {
         .await
         .unwrap();
     assert_eq!(protocol, "v4.channel.k8s.io");
-    let error = client.open(&[("streamtype", "error")]).await;
-    let stdin = client.open(&[("streamtype", "stdin")]).await;
-    let stdout = client.open(&[("streamtype", "stdout")]).await;
-    let stderr = client.open(&[("streamtype", "stderr")]).await;
-    client.data(stdin, b"through spdy\n", true).await;
+    let error = client.open(&[("streamtype", "error")]).await.unwrap();
+    let stdin = client.open(&[("streamtype", "stdin")]).await.unwrap();
+    let stdout = client.open(&[("streamtype", "stdout")]).await.unwrap();
+    let stderr = client.open(&[("streamtype", "stderr")]).await.unwrap();
+    client.data(stdin, b"through spdy\n", true).await.unwrap();
     let (streams, goaway) = client.collect().await;
     assert_eq!(
         streams.get(&stdout).map(Vec::as_slice),
@@ -357,10 +357,10 @@ async fn exec_over_spdy_and_hostile_connections() {
     let url = exec_url(&pod, exec_request(&id, &["true"], false, false))
         .await
         .unwrap();
-    assert_eq!(
-        spdy_client::connect(&url, "v9.channel.k8s.io").await.err(),
-        Some(403)
-    );
+    assert!(matches!(
+        spdy_client::connect(&url, "v9.channel.k8s.io").await,
+        Err(spdy_client::ConnectError::Status(403))
+    ));
 
     // Garbage after the upgrade ends the connection, and nothing else.
     for garbage in [

@@ -3,6 +3,7 @@
 //! (references and digests) that the tests read.
 
 mod bench;
+mod bench_streams;
 mod big;
 mod catalog;
 mod image;
@@ -87,6 +88,28 @@ enum Command {
         #[arg(long)]
         log_dir: PathBuf,
     },
+    /// Exec round trips, port-forward throughput and memory of a CRI
+    /// runtime's streaming server, over SPDY
+    BenchStreams {
+        #[arg(long)]
+        endpoint: String,
+        /// A running container with a shell
+        #[arg(long)]
+        container: String,
+        /// Its pod, serving `path` on `port`
+        #[arg(long)]
+        pod: String,
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        #[arg(long, default_value = "/big")]
+        path: String,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long)]
+        daemon_pid: u32,
+        #[arg(long)]
+        label: String,
+    },
     /// Unpack one gzip layer blob with crius's unpacker (for the benchmark)
     Unpack {
         #[arg(long)]
@@ -99,6 +122,28 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::BenchStreams {
+            endpoint,
+            container,
+            pod,
+            port,
+            path,
+            runs,
+            daemon_pid,
+            label,
+        } => {
+            bench_streams::run(bench_streams::Options {
+                endpoint,
+                container,
+                pod,
+                port,
+                path,
+                runs,
+                daemon_pid,
+                label,
+            })
+            .await
+        }
         Command::PushImages {
             registry,
             busybox,

@@ -131,6 +131,9 @@ pub struct ImageOptions {
     pub registry_config_path: std::path::PathBuf,
     /// Docker config.json-format credentials; empty path: none.
     pub credentials_file: std::path::PathBuf,
+    /// Images kubelet's garbage collection must leave alone (names as
+    /// written, ids or digest references).
+    pub pinned: Vec<String>,
 }
 
 pub struct Images {
@@ -201,7 +204,7 @@ impl Images {
                         "{name:?} matches more than one image id"
                     )));
                 }
-                return Ok(Some(first.clone()));
+                return Ok(Some(self.with_pin(first.clone())));
             }
             if hex.len() == 64 {
                 return Ok(None);
@@ -214,7 +217,22 @@ impl Images {
                 .repo_tag()
                 .is_some_and(|t| r.repo_tags.contains(&t)),
         });
-        Ok(found.cloned())
+        Ok(found.cloned().map(|r| self.with_pin(r)))
+    }
+
+    /// `record` with `pinned` set when the operator's list names it (by a
+    /// tag, a digest reference or its id).
+    fn with_pin(&self, mut record: ImageRecord) -> ImageRecord {
+        record.pinned = self.options.pinned.iter().any(|p| {
+            let name = Reference::parse(p)
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            p == &record.id
+                || record.repo_tags.contains(&name)
+                || record.repo_digests.contains(&name)
+                || record.repo_tags.iter().any(|t| t == p)
+        });
+        record
     }
 
     /// All images, or those matching `filter` (an image name or id).
@@ -227,6 +245,7 @@ impl Images {
                 .expect("image records")
                 .values()
                 .cloned()
+                .map(|r| self.with_pin(r))
                 .collect()),
         }
     }

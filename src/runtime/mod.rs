@@ -93,6 +93,7 @@ impl Runtime {
             max_downloads: config.image.max_concurrent_downloads as usize,
             registry_config_path: config.image.registry_config_path.clone(),
             credentials_file: config.image.credentials_file.clone(),
+            pinned: config.image.pinned_images.clone(),
         };
         let images = Arc::new(Images::open(&config.root, store.clone(), options)?);
         crate::network::cni::set_plugin_timeout(Duration::from_secs(

@@ -324,5 +324,4 @@ pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
 pub mod fake_registry;
 pub mod raw_grpc;
 pub mod registry_process;
-pub mod spdy_client;
 pub mod ws;

@@ -109,6 +109,7 @@
 //! The I/O object is dropped when both tasks have ended: after the client
 //! hangs up following our GOAWAY, or at [`Config::close_timeout`].
 
+pub mod client;
 pub mod frame;
 pub mod headers;
 pub mod session;
