@@ -215,3 +215,70 @@ async fn tls_registry_with_a_test_ca() {
     let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
     daemon.pull(&name, None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulls_credentials_never_reach_a_mirror_on_another_host() {
+    let upstream = FakeRegistry::start().await;
+    let mirror = FakeRegistry::start().await;
+    let ours = image(&[vec![raw_entry("a", b'0', "", b"upstream")]], false);
+    let theirs = image(&[vec![raw_entry("a", b'0', "", b"mirror")]], false);
+    upstream.serve_image("app", "v1", &ours);
+    mirror.serve_image("app", "v1", &theirs);
+    // Both ask for alice's password: only the upstream may see it.
+    for registry in [&upstream, &mirror] {
+        registry.set_auth(Auth::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    hosts_toml(
+        dir.path(),
+        &upstream.host,
+        &format!(
+            "server = \"http://{}\"\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            upstream.host, mirror.host
+        ),
+    );
+    let daemon = daemon_with(dir.path(), &certs_d(dir.path()));
+    let auth = crius::cri::AuthConfig {
+        username: "alice".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let pulled = daemon
+        .pull(&format!("{}/app:v1", upstream.host), Some(auth.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        pulled, ours.config_digest,
+        "the mirror, without the password, was passed over"
+    );
+    assert!(
+        mirror.hits("/v2/app/manifests/v1") > 0,
+        "the mirror was asked first"
+    );
+
+    // Credentials issued for the mirror's host (server_address) go there alone.
+    let for_mirror = crius::cri::AuthConfig {
+        server_address: format!("http://{}", mirror.host),
+        ..auth
+    };
+    daemon
+        .images()
+        .await
+        .remove_image(crius::cri::RemoveImageRequest {
+            image: Some(crius::cri::ImageSpec {
+                image: pulled,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let pulled = daemon
+        .pull(&format!("{}/app:v1", upstream.host), Some(for_mirror))
+        .await
+        .unwrap();
+    assert_eq!(pulled, theirs.config_digest);
+}

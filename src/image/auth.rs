@@ -62,6 +62,26 @@ impl Credentials {
         Ok(Credentials::Anonymous)
     }
 
+    /// The host the CRI's credentials were issued for: `server_address`
+    /// without scheme or path ("https://index.docker.io/v1/" is docker.io),
+    /// `None` when it is empty.
+    pub fn issued_for(auth: Option<&crate::cri::AuthConfig>) -> Option<String> {
+        let address = auth?.server_address.trim();
+        if address.is_empty() {
+            return None;
+        }
+        let host = address
+            .split_once("://")
+            .map_or(address, |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("");
+        Some(match host {
+            "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+            h => h.to_string(),
+        })
+    }
+
     /// The `Authorization` value for Basic auth, when these are basic creds.
     pub fn basic_header(&self) -> Option<String> {
         match self {

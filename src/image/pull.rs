@@ -49,8 +49,22 @@ impl Images {
         name: &str,
         creds: &Credentials,
     ) -> Result<ImageRecord, ImageError> {
+        self.pull_with(name, creds, None).await
+    }
+
+    /// `pull` with credentials issued for `issued_for` (the CRI's
+    /// `server_address`; `None`: the image's registry): only endpoints on
+    /// that host get them.
+    pub async fn pull_with(
+        self: &Arc<Self>,
+        name: &str,
+        creds: &Credentials,
+        issued_for: Option<&str>,
+    ) -> Result<ImageRecord, ImageError> {
         let mut stored_config = None;
-        let result = self.pull_image(name, creds, &mut stored_config).await;
+        let result = self
+            .pull_image(name, creds, issued_for, &mut stored_config)
+            .await;
         if result.is_err()
             && let Some(digest) = stored_config
         {
@@ -63,6 +77,7 @@ impl Images {
         self: &Arc<Self>,
         name: &str,
         creds: &Credentials,
+        issued_for: Option<&str>,
         stored_config: &mut Option<String>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(name)?;
@@ -73,7 +88,11 @@ impl Images {
         };
         let endpoints = hosts::endpoints(&self.options.registry_config_path, &reference.domain)
             .map_err(|e| config_err(e.to_string()))?;
-        let repo = Repository::with_endpoints(&reference.domain, &reference.path, endpoints);
+        let mut repo = Repository::with_endpoints(&reference.domain, &reference.path, endpoints);
+        if let Some(host) = issued_for.filter(|h| !h.is_empty()) {
+            repo.credentials_host = host.to_string();
+        }
+        repo.other_credentials = self.options.credentials_file.clone();
         let fallback;
         let creds = match creds {
             Credentials::Anonymous if !self.options.credentials_file.as_os_str().is_empty() => {

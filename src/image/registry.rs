@@ -64,6 +64,12 @@ pub struct Repository {
     pub host: String,
     pub path: String,
     pub endpoints: Vec<Endpoint>,
+    /// The host a pull's credentials were issued for (the CRI's
+    /// `server_address`, else `host`): only endpoints on it get them.
+    pub credentials_host: String,
+    /// Where endpoints on other hosts (mirrors) find credentials of their
+    /// own (Docker config.json format); empty: they get none.
+    pub other_credentials: std::path::PathBuf,
 }
 
 impl Repository {
@@ -77,7 +83,28 @@ impl Repository {
             host: host.to_string(),
             path: path.to_string(),
             endpoints,
+            credentials_host: host.to_string(),
+            other_credentials: Default::default(),
         }
+    }
+
+    /// The credentials `endpoint` may see: a pull's own only on the host
+    /// they were issued for (a user's password never reaches a mirror's
+    /// operator), elsewhere the endpoint's own from the credentials file.
+    fn credentials_for(&self, endpoint: &Endpoint, given: &Credentials) -> Credentials {
+        let issued = &self.credentials_host;
+        let same = endpoint.host == *issued
+            || (issued == "docker.io" && endpoint.host == "registry-1.docker.io");
+        if same {
+            return given.clone();
+        }
+        if self.other_credentials.as_os_str().is_empty() {
+            return Credentials::Anonymous;
+        }
+        super::auth::from_docker_config(&self.other_credentials, &endpoint.host)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     fn scope(&self) -> String {
@@ -269,6 +296,7 @@ impl RegistryClient {
         what: &str,
     ) -> Result<Response, RegistryError> {
         let http = self.http(&endpoint.tls)?;
+        let creds = &repo.credentials_for(endpoint, creds);
         let mut authorization = self.cached_authorization(repo, endpoint, creds);
         let mut challenged = false;
         let mut attempt = 0;

@@ -86,12 +86,15 @@ impl ImageService for CriService {
             // Detached from the call: a pull whose caller gives up (its
             // deadline passed) finishes into the store instead of stopping
             // half-way, and the next call for the same image finds it.
+            let issued_for = Credentials::issued_for(request.auth.as_ref());
             let images = self.runtime.images.clone();
             let name = spec.image.clone();
-            let record = tokio::spawn(async move { images.pull(&name, &creds).await })
-                .await
-                .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
-                .map_err(to_status)?;
+            let record = tokio::spawn(async move {
+                images.pull_with(&name, &creds, issued_for.as_deref()).await
+            })
+            .await
+            .map_err(|e| Status::internal(format!("pull task failed: {e}")))?
+            .map_err(to_status)?;
             Ok(cri::PullImageResponse {
                 image_ref: record.id,
             })
