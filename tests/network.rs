@@ -288,6 +288,83 @@ async fn a_hanging_plugin_times_out_and_rolls_back() {
     assert_eq!(sleepers, 0, "the plugin's child was killed with it");
 }
 
+/// A criusd killed while a plugin runs (after the bridge plugin has taken an
+/// address) must not leak it: the next start runs DEL for the half-made pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_cni_add_releases_the_address_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
+    let bridge = bridge_name("crk");
+    let _bridge = BridgeGuard(bridge.clone());
+    let marker = format!("{}", 6000 + std::process::id() % 1000);
+    let hang = format!("sleep {marker}\nexit 0");
+    fake_plugin_network(
+        dir.path(),
+        &bridge,
+        7,
+        "hang",
+        &hang,
+        "cni_plugin_timeout_seconds = 120\n",
+    );
+    let leases = || {
+        std::fs::read_dir(dir.path().join("ipam/crius-test"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut daemon = common::Daemon::start_in(dir.path(), &[]);
+    let endpoint = daemon.endpoint();
+    let pending = tokio::spawn(async move {
+        let channel = crius::client::connect(&endpoint, std::time::Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        let config: cri::PodSandboxConfig = serde_json::from_value(json!({
+            "metadata": {"name": "cut", "namespace": "default", "uid": "cut-uid"},
+            "linux": {"security_context": {"namespace_options": {"pid": 1}}}
+        }))
+        .unwrap();
+        let _ = crius::client::runtime_client(channel)
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await;
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while leases() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge plugin never took an address"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+    pending.abort();
+    // The plugin outlived criusd: stop it (the test started it).
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    assert_eq!(leases(), 1, "the address is taken while criusd is down");
+    let daemon = common::Daemon::start_in(dir.path(), &[]);
+    assert_eq!(leases(), 0, "start-up released it: {}", daemon.log());
+    assert!(ports_of(&bridge).is_empty(), "no veth is left");
+    let left = std::fs::read_dir(dir.path().join("state/sandboxes"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "the half-made pod is gone");
+}
+
 /// The pod's bandwidth annotations reach Debian's bandwidth plugin, and
 /// kubelet's pod CIDR reaches host-local as `ipRanges`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

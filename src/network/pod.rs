@@ -112,16 +112,71 @@ pub fn attach(
     }
 }
 
-fn attach_cni(
-    list: &ConfigList,
-    bin_dirs: &[PathBuf],
+/// What DEL needs to undo an ADD of `plan` that may not have finished
+/// (criusd killed while a plugin ran): kept before ADD runs, so the next
+/// start can release what the plugins already took. `None` for the
+/// built-in network, which finds its own leftovers.
+pub fn before_attach(
+    plan: &NetworkPlan,
+    sandbox_id: &str,
+    netns: &Path,
+    config: &cri::PodSandboxConfig,
+) -> Option<PodNetwork> {
+    let NetworkPlan::Cni {
+        list,
+        bin_dirs,
+        pod_cidrs,
+    } = plan
+    else {
+        return None;
+    };
+    let attachment = cni_attachment(pod_cidrs, sandbox_id, netns, config);
+    Some(PodNetwork {
+        ips: Vec::new(),
+        detached: false,
+        provider: Provider::Cni {
+            list: cni::list_to_value(list),
+            bin_dirs: bin_dirs.to_vec(),
+            args: attachment.args,
+            capabilities: attachment.capabilities,
+            result: Value::Null,
+        },
+    })
+}
+
+/// Undoes a CNI attachment recorded by [`before_attach`] (the built-in
+/// network's are found at its own start-up).
+pub fn detach_unfinished(
+    net: &PodNetwork,
+    sandbox_id: &str,
+    netns: Option<&Path>,
+) -> Result<(), NetworkError> {
+    let Provider::Cni {
+        list,
+        bin_dirs,
+        args,
+        capabilities,
+        ..
+    } = &net.provider
+    else {
+        return Ok(());
+    };
+    let Some(list) = cni::list_from_value(list) else {
+        return Ok(());
+    };
+    let netns = netns.map(Path::to_path_buf).unwrap_or_default();
+    let attachment = recorded_attachment(sandbox_id, netns, args, capabilities);
+    Ok(cni::del(&list, bin_dirs, &attachment, None)?)
+}
+
+fn cni_attachment(
     pod_cidrs: &[String],
     sandbox_id: &str,
     netns: &Path,
     config: &cri::PodSandboxConfig,
-) -> Result<PodNetwork, NetworkError> {
+) -> Attachment {
     let meta = config.metadata.clone().unwrap_or_default();
-    let attachment = Attachment {
+    Attachment {
         container_id: sandbox_id.to_string(),
         netns: netns.to_path_buf(),
         ifname: "eth0".into(),
@@ -132,7 +187,18 @@ fn attach_cni(
             ("K8S_POD_UID".into(), meta.uid),
         ],
         capabilities: capabilities(config, pod_cidrs),
-    };
+    }
+}
+
+fn attach_cni(
+    list: &ConfigList,
+    bin_dirs: &[PathBuf],
+    pod_cidrs: &[String],
+    sandbox_id: &str,
+    netns: &Path,
+    config: &cri::PodSandboxConfig,
+) -> Result<PodNetwork, NetworkError> {
+    let attachment = cni_attachment(pod_cidrs, sandbox_id, netns, config);
     match cni::add(list, bin_dirs, &attachment) {
         Ok(result) => Ok(PodNetwork {
             ips: cni::result_ips(&result)

@@ -321,7 +321,16 @@ impl Sandboxes {
                 .map_err(|e| fail(format!("/dev/shm: {e}")))?;
         }
         // The network comes last: its undo (DEL) is the only one outside
-        // the sandbox's dir.
+        // the sandbox's dir. What DEL needs is written first, so that a
+        // crash while plugins run leaves what start-up needs to undo them.
+        let pending = dir.join(PENDING_NETWORK);
+        if let (Some(network), Some(netns)) = (network, &namespaces.network)
+            && let Some(before) = crate::network::pod::before_attach(network, id, netns, config)
+        {
+            let bytes = serde_json::to_vec(&before).expect("network record encodes");
+            crius_shim::protocol::write_atomic(&pending, &bytes)
+                .map_err(|e| fail(format!("{}: {e}", pending.display())))?;
+        }
         let pod_network = match (network, &namespaces.network) {
             (Some(network), Some(netns)) => Some(
                 crate::network::pod::attach(network, id, netns, config).map_err(|source| {
@@ -356,6 +365,8 @@ impl Sandboxes {
             }
             return Err(e.into());
         }
+        // The record now says how to tear the network down.
+        let _ = std::fs::remove_file(&pending);
         self.records
             .write()
             .expect("sandboxes")
@@ -516,6 +527,7 @@ fn recover(
             .unwrap_or_default();
         if !records.contains_key(&id) {
             tracing::warn!(dir = %dir.display(), "removing a half-made pod sandbox left by a crash");
+            undo_unfinished_network(&dir, &id);
             kill_pause_in(&dir);
             files::unmount_shm(&dir);
             namespaces::unpin(&dir);
@@ -544,6 +556,31 @@ fn recover(
         }
     }
     Ok(())
+}
+
+/// Where a sandbox keeps what DEL needs while its CNI ADD runs.
+const PENDING_NETWORK: &str = "network-pending.json";
+
+/// Runs CNI DEL for an ADD a crash interrupted (the namespace is still
+/// pinned in the dir), releasing addresses and interfaces plugins took.
+fn undo_unfinished_network(dir: &Path, id: &str) {
+    let Ok(bytes) = std::fs::read(dir.join(PENDING_NETWORK)) else {
+        return;
+    };
+    let Ok(net) = serde_json::from_slice::<PodNetwork>(&bytes) else {
+        return;
+    };
+    let netns = dir.join("net");
+    let netns = netns.exists().then_some(netns.as_path());
+    match crate::network::pod::detach_unfinished(&net, id, netns) {
+        Ok(()) => tracing::info!(
+            id,
+            "released the network of a pod sandbox a crash cut short"
+        ),
+        Err(e) => {
+            tracing::warn!(id, error = %e, "network teardown of a half-made pod sandbox failed")
+        }
+    }
 }
 
 /// Kills the pause process a sandbox dir records, if it still runs.
