@@ -58,8 +58,11 @@ impl Tokens {
 
     /// Stores `request` and returns its new token.
     pub fn insert(&self, request: Request) -> Result<String, Full> {
+        self.insert_at(request, Instant::now())
+    }
+
+    fn insert_at(&self, request: Request, now: Instant) -> Result<String, Full> {
         let mut entries = self.entries.lock().expect("tokens");
-        let now = Instant::now();
         if entries.len() >= MAX_TOKENS {
             entries.retain(|_, (_, made)| now.duration_since(*made) < self.ttl);
         }
@@ -119,12 +122,16 @@ mod tests {
         let old = tokens.insert(exec()).unwrap();
         std::thread::sleep(Duration::from_millis(30));
         assert!(tokens.take("exec", &old).is_none(), "expired");
+        // The bound, with time given rather than waited for.
+        let ttl = Duration::from_secs(60);
+        let tokens = Tokens::with_ttl(ttl);
+        let start = Instant::now();
         for _ in 0..MAX_TOKENS {
-            tokens.insert(exec()).unwrap();
+            tokens.insert_at(exec(), start).unwrap();
         }
-        assert!(tokens.insert(exec()).is_err(), "full");
-        std::thread::sleep(Duration::from_millis(30));
-        tokens.insert(exec()).expect("expired ones make room");
+        assert!(tokens.insert_at(exec(), start).is_err(), "full");
+        let later = start + ttl + Duration::from_millis(1);
+        tokens.insert_at(exec(), later).expect("expired ones make room");
         assert_eq!(tokens.len(), 1);
     }
 }
