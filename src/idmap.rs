@@ -25,11 +25,11 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn cpath(path: &Path) -> std::io::Result<CString> {
+pub(crate) fn cpath(path: &Path) -> std::io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
 }
 
-fn check(ret: libc::c_long) -> std::io::Result<libc::c_long> {
+pub(crate) fn check(ret: libc::c_long) -> std::io::Result<libc::c_long> {
     if ret < 0 {
         Err(std::io::Error::last_os_error())
     } else {

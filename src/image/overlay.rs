@@ -10,10 +10,9 @@
 //! the working directory is per process, and criusd's threads must keep
 //! theirs.
 
-use crate::idmap::FsIds;
+use crate::idmap::{FsIds, check, cpath};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// overlayfs's `OVL_MAX_STACK`.
@@ -124,18 +123,6 @@ enum Attempt {
 
 fn step(what: &Path, e: std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", what.display()))
-}
-
-fn cpath(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
-}
-
-fn check(ret: libc::c_long) -> std::io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 /// An overlay filesystem context of the new mount API.

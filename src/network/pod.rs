@@ -151,13 +151,26 @@ pub fn detach_unfinished(
     sandbox_id: &str,
     netns: Option<&Path>,
 ) -> Result<(), NetworkError> {
+    match &net.provider {
+        Provider::Cni { .. } => del_recorded(&net.provider, sandbox_id, netns, None),
+        Provider::Builtin { .. } => Ok(()),
+    }
+}
+
+/// CNI DEL from what the sandbox record (or the pending file) kept.
+fn del_recorded(
+    provider: &Provider,
+    sandbox_id: &str,
+    netns: Option<&Path>,
+    result: Option<&Value>,
+) -> Result<(), NetworkError> {
     let Provider::Cni {
         list,
         bin_dirs,
         args,
         capabilities,
         ..
-    } = &net.provider
+    } = provider
     else {
         return Ok(());
     };
@@ -166,7 +179,7 @@ pub fn detach_unfinished(
     };
     let netns = netns.map(Path::to_path_buf).unwrap_or_default();
     let attachment = recorded_attachment(sandbox_id, netns, args, capabilities);
-    Ok(cni::del(&list, bin_dirs, &attachment, None)?)
+    Ok(cni::del(&list, bin_dirs, &attachment, result)?)
 }
 
 fn cni_attachment(
@@ -232,19 +245,8 @@ pub fn detach(
 ) -> Result<(), NetworkError> {
     match &net.provider {
         Provider::Builtin { builtin: attached } => Ok(builtin.detach(attached, sandbox_id)?),
-        Provider::Cni {
-            list,
-            bin_dirs,
-            args,
-            capabilities,
-            result,
-        } => {
-            let Some(list) = cni::list_from_value(list) else {
-                return Ok(());
-            };
-            let netns = netns.map(Path::to_path_buf).unwrap_or_default();
-            let attachment = recorded_attachment(sandbox_id, netns, args, capabilities);
-            Ok(cni::del(&list, bin_dirs, &attachment, Some(result))?)
+        Provider::Cni { result, .. } => {
+            del_recorded(&net.provider, sandbox_id, netns, Some(result))
         }
     }
 }

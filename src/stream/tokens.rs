@@ -131,7 +131,9 @@ mod tests {
         }
         assert!(tokens.insert_at(exec(), start).is_err(), "full");
         let later = start + ttl + Duration::from_millis(1);
-        tokens.insert_at(exec(), later).expect("expired ones make room");
+        tokens
+            .insert_at(exec(), later)
+            .expect("expired ones make room");
         assert_eq!(tokens.len(), 1);
     }
 }
