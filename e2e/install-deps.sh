@@ -10,6 +10,7 @@ packages=(
     docker-registry                 # the harness's local registry
     busybox-static                  # what the test images are made of
     umoci                           # layers as other builders make them
+    apparmor                        # apparmor_parser checks crius's default profile
     curl ca-certificates make
 )
 

@@ -15,6 +15,7 @@
 //! - Start, stop, remove and update of one container are serialised by its
 //!   own lock; different containers never wait on each other.
 
+pub mod apparmor;
 mod create;
 pub mod devices;
 pub mod exec;

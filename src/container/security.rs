@@ -274,41 +274,6 @@ pub fn seccomp(
     }
 }
 
-fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|s| s.trim() == "Y")
-}
-
-/// The AppArmor profile to apply, if any.
-#[allow(deprecated)] // apparmor_profile is still sent by older kubelets.
-pub fn apparmor(sc: &cri::LinuxContainerSecurityContext) -> Result<Option<String>, ContainerError> {
-    use cri::security_profile::ProfileType;
-    let (kind, name) = match &sc.apparmor {
-        Some(p) => (
-            ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault),
-            p.localhost_ref.clone(),
-        ),
-        None => match sc.apparmor_profile.as_str() {
-            "" | "runtime/default" => (ProfileType::RuntimeDefault, String::new()),
-            "unconfined" => (ProfileType::Unconfined, String::new()),
-            p => (
-                ProfileType::Localhost,
-                p.strip_prefix("localhost/").unwrap_or(p).to_string(),
-            ),
-        },
-    };
-    if kind != ProfileType::Localhost || sc.privileged {
-        // crius ships no AppArmor profile: its default is the node's.
-        return Ok(None);
-    }
-    if !apparmor_enabled() {
-        return Err(ContainerError::Precondition(format!(
-            "config.linux.security_context.apparmor: profile {name:?} asked for, but AppArmor is not enabled on this node"
-        )));
-    }
-    Ok(Some(name))
-}
-
 fn selinux_enabled() -> bool {
     Path::new("/sys/fs/selinux/enforce").exists()
 }

@@ -268,7 +268,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     process.set_capabilities(Some(capabilities));
     process.set_rlimits(None);
     process.set_no_new_privileges(Some(sc.no_new_privs));
-    process.set_apparmor_profile(security::apparmor(&sc)?);
+    process.set_apparmor_profile(super::apparmor::profile_for(&sc)?);
     process.set_selinux_label(security::selinux_label(&sc));
     if linux_config.resources.is_some() {
         process.set_oom_score_adj(Some(clamp_oom_score_adj(

@@ -254,6 +254,15 @@ impl Runtime {
                 "network".into(),
                 json(serde_json::to_value(&net).unwrap_or_default()),
             );
+            // Whether RuntimeDefault means crius's AppArmor profile here.
+            let apparmor = crate::container::apparmor::enabled();
+            info.insert(
+                "apparmor".into(),
+                json(serde_json::json!({
+                    "enabled": apparmor,
+                    "runtimeDefault": if apparmor { crate::container::apparmor::DEFAULT_PROFILE } else { "none (AppArmor is not enabled on this node)" },
+                })),
+            );
             info.insert(
                 "podCIDRs".into(),
                 json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),
