@@ -41,21 +41,11 @@ pub async fn exec_sync(
     };
     let tag = &crate::ids::new_id()[..12];
     let files = ExecFiles::new(&record.dir, tag);
-    let (process_file, pid_file, log_file) = (&files.process, &files.pid, &files.log);
-    exec_process_file(&record.dir, &cmd, false, process_file).map_err(runtime_error)?;
+    let (pid_file, log_file) = (&files.pid, &files.log);
+    exec_process_file(&record.dir, &cmd, false, &files.process).map_err(runtime_error)?;
     let runtime = runtime_of(record);
-    let mut command = tokio::process::Command::new(&runtime.binary);
+    let mut command = exec_command(record, &files, false);
     command
-        .arg("--root")
-        .arg(&runtime.root)
-        .args(&runtime.args)
-        .arg("--log")
-        .arg(log_file)
-        .args(["--log-format", "json", "exec", "--process"])
-        .arg(process_file)
-        .arg("--pid-file")
-        .arg(pid_file)
-        .arg(&record.id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -125,6 +115,34 @@ impl Drop for ExecFiles {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `<runtime> exec` of the process in `files` in the container (with a
+/// terminal of its own for `tty`), its pid and errors into `files`.
+pub(super) fn exec_command(
+    record: &ContainerRecord,
+    files: &ExecFiles,
+    tty: bool,
+) -> tokio::process::Command {
+    let runtime = runtime_of(record);
+    let mut command = tokio::process::Command::new(&runtime.binary);
+    command
+        .arg("--root")
+        .arg(&runtime.root)
+        .args(&runtime.args)
+        .arg("--log")
+        .arg(&files.log)
+        .args(["--log-format", "json", "exec"]);
+    if tty {
+        command.arg("--tty");
+    }
+    command
+        .arg("--process")
+        .arg(&files.process)
+        .arg("--pid-file")
+        .arg(&files.pid)
+        .arg(&record.id);
+    command
 }
 
 /// Writes to `path` the container's process spec with `cmd` as its args

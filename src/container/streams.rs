@@ -71,24 +71,8 @@ pub async fn exec(
     let files = super::exec::ExecFiles::new(&record.dir, tag);
     exec_process_file(&record.dir, cmd, tty, &files.process).map_err(runtime_error)?;
     let runtime = runtime_of(record);
-    let mut command = tokio::process::Command::new(&runtime.binary);
-    command
-        .arg("--root")
-        .arg(&runtime.root)
-        .args(&runtime.args)
-        .arg("--log")
-        .arg(&files.log)
-        .args(["--log-format", "json", "exec"]);
-    if tty {
-        command.arg("--tty");
-    }
-    command
-        .arg("--process")
-        .arg(&files.process)
-        .arg("--pid-file")
-        .arg(&files.pid)
-        .arg(&record.id)
-        .kill_on_drop(true);
+    let mut command = super::exec::exec_command(record, &files, tty);
+    command.kill_on_drop(true);
     let ProcessIo {
         stdin,
         stdout,
