@@ -61,6 +61,7 @@ pub struct RuntimeSection {
     pub cgroup_driver: CgroupDriverSetting,
     pub handlers: BTreeMap<String, HandlerConfig>,
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
+    pub image_volumes_noexec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@
 //! spec, and `<runtime> create` run by a new shim. Any failure undoes all of
 //! it; the record is written last.
 
+use super::mounts::{self, VolumeSource};
 use super::oci_runtime::OciRuntime;
 use super::{
     ContainerError, ContainerRecord, ContainerState, Containers, CreateRequest, log_path, record,
@@ -11,9 +12,11 @@ use crate::cri;
 use crate::events::{Event, EventKind};
 use crate::handlers::HandlerInfo;
 use crate::idmap;
+use crate::image::ImageError;
 use crate::sandbox::SandboxRecord;
 use crate::store::Table;
 use crius_shim::protocol::ShimConfig;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What the API server's validation would refuse and crius cannot carry out
@@ -159,10 +162,11 @@ impl Containers {
             &image.id,
             userns.map(|u| (u, sandbox.namespaces.root_ids())),
         )?;
-        let volume_sources = match userns {
+        let mut volume_sources = match userns {
             Some(userns) => self.idmapped_volumes(id, dir, config, sandbox, userns)?,
             None => Default::default(),
         };
+        volume_sources.extend(self.image_volumes(config, sandbox)?);
         let sc = config
             .linux
             .as_ref()
@@ -192,7 +196,10 @@ impl Containers {
             enforceable: self.cgroups.enforceable(),
             oom_score_adj_floor: self.oom_score_adj_floor,
             pid_namespace,
-            rro_supported: handler.features.recursive_read_only_mounts,
+            volume_options: mounts::VolumeOptions {
+                rro_supported: handler.features.recursive_read_only_mounts,
+                image_volumes_noexec: self.image_volumes_noexec,
+            },
             volume_sources: &volume_sources,
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
@@ -288,15 +295,18 @@ impl Containers {
         config: &cri::ContainerConfig,
         sandbox: &SandboxRecord,
         userns: &Path,
-    ) -> Result<std::collections::BTreeMap<usize, PathBuf>, ContainerError> {
-        let mut sources = std::collections::BTreeMap::new();
+    ) -> Result<BTreeMap<usize, VolumeSource>, ContainerError> {
+        let mut sources = BTreeMap::new();
         let as_tuples = |m: &[cri::IdMapping]| {
             m.iter()
                 .map(|m| (m.container_id, m.host_id, m.length))
                 .collect::<Vec<_>>()
         };
         for (i, m) in config.mounts.iter().enumerate() {
-            if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+            // An image volume's layers are idmapped when it is mounted.
+            if (m.uid_mappings.is_empty() && m.gid_mappings.is_empty())
+                || mounts::is_image_volume(m)
+            {
                 continue;
             }
             if as_tuples(&m.uid_mappings) != sandbox.namespaces.uid_map
@@ -322,7 +332,57 @@ impl Containers {
                     ))
                 })?;
             let _ = id;
-            sources.insert(i, target);
+            sources.insert(i, VolumeSource::Idmapped(target));
+        }
+        Ok(sources)
+    }
+
+    /// The pod's mounts of the images its image volumes name (made on first
+    /// use, shared by the pod's containers, released with the pod), with
+    /// each volume's sub path resolved inside its image.
+    fn image_volumes(
+        &self,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+    ) -> Result<BTreeMap<usize, VolumeSource>, ContainerError> {
+        let mut sources = BTreeMap::new();
+        let userns = sandbox
+            .namespaces
+            .user
+            .as_deref()
+            .map(|u| (u, sandbox.namespaces.root_ids()));
+        for (i, m) in config.mounts.iter().enumerate() {
+            if !mounts::is_image_volume(m) {
+                if m.image_sub_path.is_empty() {
+                    continue;
+                }
+                return Err(ContainerError::Invalid(format!(
+                    "config.mounts[{i}].image_sub_path is set but image is not"
+                )));
+            }
+            let image = m.image.as_ref().map(|s| s.image.as_str()).unwrap_or("");
+            if !m.host_path.is_empty() {
+                return Err(ContainerError::Invalid(format!(
+                    "config.mounts[{i}]: host_path {:?} and image {image:?} are both set; an image volume has no host path",
+                    m.host_path
+                )));
+            }
+            let volume = self
+                .images
+                .mount_image_volume(&sandbox.id, image, userns)
+                .map_err(|e| match e {
+                    ImageError::NotFound(_) => ContainerError::NotFound(format!(
+                        "config.mounts[{i}].image: image {image:?} is not present; pull it first"
+                    )),
+                    e => e.into(),
+                })?;
+            let source = volume.sub_path(&m.image_sub_path).map_err(|e| {
+                ContainerError::Invalid(format!(
+                    "config.mounts[{i}].image_sub_path {:?} of image {}: {e}",
+                    m.image_sub_path, volume.image_id
+                ))
+            })?;
+            sources.insert(i, VolumeSource::Image(source));
         }
         Ok(sources)
     }

@@ -110,6 +110,8 @@ pub struct Containers {
     oom_score_adj_floor: i64,
     /// Where volumes' missing host paths may not be created.
     absent_sources: mounts::AbsentSources,
+    /// `runtime.image_volumes_noexec`.
+    image_volumes_noexec: bool,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -129,6 +131,7 @@ impl Containers {
         cgroups: CgroupInfo,
         events: Events,
         absent_sources: mounts::AbsentSources,
+        image_volumes_noexec: bool,
     ) -> Result<Containers, ContainerError> {
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -150,6 +153,7 @@ impl Containers {
             socket_dir: state.join("sockets"),
             oom_score_adj_floor: oom_score_adj_floor(),
             absent_sources,
+            image_volumes_noexec,
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),

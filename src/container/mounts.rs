@@ -129,7 +129,7 @@ impl AbsentSources {
         for (i, m) in mounts.iter().enumerate() {
             let host = Path::new(&m.host_path);
             if m.host_path.is_empty()
-                || m.image.as_ref().is_some_and(|s| !s.image.is_empty())
+                || is_image_volume(m)
                 || std::fs::symlink_metadata(host).is_ok()
             {
                 continue;
@@ -193,32 +193,60 @@ fn resolve_missing(path: &Path) -> std::io::Result<PathBuf> {
     Ok(real)
 }
 
+/// Where a volume's files come from when it is not `host_path` as given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VolumeSource {
+    /// An idmapped view of `host_path` for a user-namespaced pod.
+    Idmapped(PathBuf),
+    /// A directory of a pod's read-only image volume.
+    Image(PathBuf),
+}
+
+/// Whether `m` is an image volume (KEP-4639).
+pub fn is_image_volume(m: &cri::Mount) -> bool {
+    m.image.as_ref().is_some_and(|s| !s.image.is_empty())
+}
+
+/// How volumes are mounted beyond what each request says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VolumeOptions {
+    /// The runtime handler can make recursive read-only mounts.
+    pub rro_supported: bool,
+    /// Image volumes are noexec (`runtime.image_volumes_noexec`).
+    pub image_volumes_noexec: bool,
+}
+
 /// The CRI's mounts as OCI mounts, checked against the host.
 pub fn volumes(
     mounts: &[cri::Mount],
-    rro_supported: bool,
-    idmapped: &std::collections::BTreeMap<usize, PathBuf>,
+    volume_options: VolumeOptions,
+    sources: &std::collections::BTreeMap<usize, VolumeSource>,
 ) -> Result<(Vec<Mount>, RootPropagation), ContainerError> {
     let mut out = Vec::new();
     let mut root = RootPropagation::Private;
     for (i, m) in mounts.iter().enumerate() {
         let field = format!("config.mounts[{i}]");
         let invalid = |what: String| ContainerError::Invalid(format!("{field}: {what}"));
-        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
-            return Err(ContainerError::Unsupported(format!(
-                "{field}.image: image volumes are not supported by crius yet"
-            )));
-        }
-        let idmapped_source = idmapped.get(&i);
-        if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()) && idmapped_source.is_none() {
-            return Err(ContainerError::Invalid(format!(
-                "{field}: idmapped mounts need the pod to have its own user namespace"
-            )));
-        }
         if !m.container_path.starts_with('/') {
             return Err(invalid(format!(
                 "container_path {:?} must be absolute",
                 m.container_path
+            )));
+        }
+        if is_image_volume(m) {
+            let Some(VolumeSource::Image(source)) = sources.get(&i) else {
+                return Err(invalid("the image volume was not mounted".into()));
+            };
+            out.push(image_volume(m, source, volume_options.image_volumes_noexec));
+            continue;
+        }
+        let idmapped_source = match sources.get(&i) {
+            Some(VolumeSource::Idmapped(path)) => Some(path),
+            _ => None,
+        };
+        if (!m.uid_mappings.is_empty() || !m.gid_mappings.is_empty()) && idmapped_source.is_none() {
+            return Err(ContainerError::Invalid(format!(
+                "{field}: idmapped mounts need the pod to have its own user namespace"
             )));
         }
         if m.host_path.is_empty() {
@@ -253,7 +281,7 @@ pub fn volumes(
                     "recursive_read_only needs readonly and PROPAGATION_PRIVATE".into(),
                 ));
             }
-            if !rro_supported {
+            if !volume_options.rro_supported {
                 return Err(invalid(
                     "recursive_read_only: this runtime handler cannot make recursive read-only mounts (see Status' handler features)".into(),
                 ));
@@ -274,6 +302,17 @@ pub fn volumes(
         out.push(oci);
     }
     Ok((out, root))
+}
+
+/// An image volume's bind mount: read-only whatever the request says (the
+/// CRI: image volumes are read-only by definition), never propagating,
+/// without devices or set-id programs.
+fn image_volume(m: &cri::Mount, source: &Path, noexec: bool) -> Mount {
+    let mut options = vec!["rbind", "rprivate", "ro", "nosuid", "nodev"];
+    if noexec {
+        options.push("noexec");
+    }
+    bind(&m.container_path, source, &options)
 }
 
 /// Standard mounts, then pod files, then volumes; an earlier mount whose
@@ -455,7 +494,7 @@ mod tests {
             &[cri_mount(&format!(
                 r#"{{"container_path": "/v", "host_path": "{host}", "readonly": true}}"#
             ))],
-            false,
+            VolumeOptions::default(),
             &Default::default(),
         )
         .unwrap();
@@ -465,9 +504,13 @@ mod tests {
             &["rbind", "rprivate", "ro"]
         );
         let err = |json: String| {
-            volumes(&[cri_mount(&json)], false, &Default::default())
-                .unwrap_err()
-                .to_string()
+            volumes(
+                &[cri_mount(&json)],
+                VolumeOptions::default(),
+                &Default::default(),
+            )
+            .unwrap_err()
+            .to_string()
         };
         assert!(
             err(r#"{"container_path": "/v", "host_path": "/no/such/dir"}"#.into())
@@ -485,6 +528,40 @@ mod tests {
             ))
             .contains("cannot make recursive read-only")
         );
+    }
+
+    #[test]
+    fn image_volumes_are_read_only_whatever_was_asked() {
+        let json = r#"{"container_path": "/data", "image": {"image": "sha256:ab"}, "readonly": false, "propagation": 2}"#;
+        let sources = [(0, VolumeSource::Image(PathBuf::from("/vol/merged/sub")))]
+            .into_iter()
+            .collect();
+        for (noexec, expected) in [
+            (false, &["rbind", "rprivate", "ro", "nosuid", "nodev"][..]),
+            (
+                true,
+                &["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"][..],
+            ),
+        ] {
+            let options = VolumeOptions {
+                image_volumes_noexec: noexec,
+                ..Default::default()
+            };
+            let (mounts, root) = volumes(&[cri_mount(json)], options, &sources).unwrap();
+            assert_eq!(root, RootPropagation::Private);
+            assert_eq!(
+                mounts[0].source().as_deref(),
+                Some(Path::new("/vol/merged/sub"))
+            );
+            assert_eq!(mounts[0].options().as_ref().unwrap(), expected);
+        }
+        let err = volumes(
+            &[cri_mount(json)],
+            VolumeOptions::default(),
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("config.mounts[0]"), "{err}");
     }
 
     #[test]

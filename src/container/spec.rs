@@ -48,9 +48,10 @@ pub struct SpecInput<'a> {
     /// The lowest oom_score_adj crius may set on this node.
     pub oom_score_adj_floor: i64,
     pub pid_namespace: PidNamespace,
-    pub rro_supported: bool,
-    /// Idmapped copies to mount instead of volumes' host paths, by index.
-    pub volume_sources: &'a std::collections::BTreeMap<usize, PathBuf>,
+    pub volume_options: mounts::VolumeOptions,
+    /// What to mount instead of volumes' host paths, by index: idmapped
+    /// copies, image volumes.
+    pub volume_sources: &'a std::collections::BTreeMap<usize, mounts::VolumeSource>,
 }
 
 /// The process's argv under kubelet's command/args rules.
@@ -283,7 +284,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     root.set_readonly(Some(sc.readonly_rootfs));
 
     let (volumes, propagation) =
-        mounts::volumes(&config.mounts, input.rro_supported, input.volume_sources)?;
+        mounts::volumes(&config.mounts, input.volume_options, input.volume_sources)?;
     let all_mounts = mounts::assemble(
         mounts::standard(sc.privileged),
         mounts::pod_files(sandbox, sc.readonly_rootfs),

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod rootfs;
 pub mod snapshot;
 pub mod unpack;
+pub mod volume;
 
 use crate::error::{Classify, ErrorKind};
 use crate::store::{Store, StoreError, Table};
@@ -70,6 +71,8 @@ pub enum ImageError {
         overlay::MAX_LOWER_LAYERS
     )]
     TooManyLayers { image: String, layers: usize },
+    #[error("image {image} is mounted as an image volume by pod sandbox {}; it can be removed once that pod is", pods.join(", "))]
+    InUse { image: String, pods: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -99,9 +102,9 @@ impl Classify for ImageError {
                 _ => ErrorKind::FailedPrecondition,
             },
             ImageError::Io { .. } => ErrorKind::Internal,
-            ImageError::Config { .. } | ImageError::TooManyLayers { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            ImageError::Config { .. }
+            | ImageError::TooManyLayers { .. }
+            | ImageError::InUse { .. } => ErrorKind::FailedPrecondition,
             ImageError::Store(e) => e.kind(),
         }
     }
@@ -145,6 +148,8 @@ pub struct Images {
     downloads: Arc<tokio::sync::Semaphore>,
     /// Records by image id, mirroring the store.
     records: RwLock<BTreeMap<String, ImageRecord>>,
+    /// Serialises mounting and releasing image volumes.
+    volume_lock: std::sync::Mutex<()>,
 }
 
 impl Images {
@@ -174,6 +179,7 @@ impl Images {
             downloads: Arc::new(tokio::sync::Semaphore::new(options.max_downloads.max(1))),
             options,
             records: RwLock::new(records),
+            volume_lock: Default::default(),
         })
     }
 
@@ -253,11 +259,21 @@ impl Images {
     /// Removes the image `name` names, with all its tags (as the CRI says:
     /// removing by one tag removes the image), then its unreferenced blobs and
     /// snapshots; snapshots that containers' rootfs leases hold stay. An
-    /// unknown image is not an error.
+    /// unknown image is not an error; an image a pod mounts as an image
+    /// volume is refused until the pod is removed.
     pub fn remove(&self, name: &str) -> Result<(), ImageError> {
         let Some(record) = self.resolve(name)? else {
             return Ok(());
         };
+        // No pod may mount it between the check and the removal.
+        let _guard = self.volume_lock.lock().expect("image volume lock");
+        let pods = self.image_volume_users(&record.id);
+        if !pods.is_empty() {
+            return Err(ImageError::InUse {
+                image: record.id,
+                pods,
+            });
+        }
         self.store.delete(Table::Images, &record.id)?;
         self.records
             .write()
@@ -300,8 +316,10 @@ impl Images {
         Ok(())
     }
 
-    /// What the images occupy: stored blobs plus unpacked snapshots.
+    /// What the images occupy: stored blobs plus unpacked snapshots,
+    /// including those only containers and image volumes still hold.
     pub fn fs_usage(&self) -> FsUsage {
+        let leased = self.leased_chain_ids();
         let records = self.records.read().expect("image records");
         let mut usage = FsUsage::default();
         let mut seen_blobs = HashSet::new();
@@ -321,6 +339,13 @@ impl Images {
                     usage.bytes += u.bytes;
                     usage.inodes += u.inodes;
                 }
+            }
+        }
+        for chain in leased {
+            if seen_chains.insert(chain.clone()) {
+                let u = self.snapshots.usage(&chain);
+                usage.bytes += u.bytes;
+                usage.inodes += u.inodes;
             }
         }
         usage

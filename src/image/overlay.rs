@@ -28,8 +28,9 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 /// An overlay to mount at `merged`: `lower` top layer first.
 pub struct Overlay<'a> {
     pub lower: &'a [PathBuf],
-    pub upper: &'a Path,
-    pub work: &'a Path,
+    /// The upper and work dirs; without them the overlay is read-only
+    /// (overlayfs then wants at least two lower layers).
+    pub writable: Option<(&'a Path, &'a Path)>,
     /// Where the fallback's short symlinks go (created if needed).
     pub links: &'a Path,
 }
@@ -70,21 +71,24 @@ impl Overlay<'_> {
             fs.set("lowerdir+", layer)
                 .map_err(|e| Attempt::Failed(step(layer, e)))?;
         }
-        fs.set("upperdir", self.upper)
-            .map_err(|e| Attempt::Failed(step(self.upper, e)))?;
-        fs.set("workdir", self.work)
-            .map_err(|e| Attempt::Failed(step(self.work, e)))?;
+        if let Some((upper, work)) = self.writable {
+            fs.set("upperdir", upper)
+                .map_err(|e| Attempt::Failed(step(upper, e)))?;
+            fs.set("workdir", work)
+                .map_err(|e| Attempt::Failed(step(work, e)))?;
+        }
         let _ids = creator.map(FsIds::switch);
         fs.create_and_move(merged).map_err(Attempt::Failed)
     }
 
     /// mount(2), through short relative names when full paths do not fit.
     fn mount_legacy(&self, merged: &Path) -> std::io::Result<()> {
-        let tail = format!(
-            ",upperdir={},workdir={}",
-            self.upper.display(),
-            self.work.display()
-        );
+        let tail = match self.writable {
+            Some((upper, work)) => {
+                format!(",upperdir={},workdir={}", upper.display(), work.display())
+            }
+            None => String::new(),
+        };
         let full: Vec<String> = self.lower.iter().map(|l| l.display().to_string()).collect();
         let data = format!("lowerdir={}{tail}", full.join(":"));
         if data.len() <= MAX_MOUNT_DATA {
@@ -273,10 +277,10 @@ mod tests {
             for sub in ["upper", "work", "merged"] {
                 std::fs::create_dir_all(rootfs.join(sub)).unwrap();
             }
+            let (upper, work) = (rootfs.join("upper"), rootfs.join("work"));
             let overlay = Overlay {
                 lower: &lower,
-                upper: &rootfs.join("upper"),
-                work: &rootfs.join("work"),
+                writable: Some((&upper, &work)),
                 links: &rootfs.join("l"),
             };
             let merged = rootfs.join("merged");
@@ -301,12 +305,35 @@ mod tests {
     }
 
     #[test]
+    fn without_upper_the_overlay_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = layers(&dir.path().join("snapshots"), 3);
+        let merged = dir.path().join("merged");
+        std::fs::create_dir_all(&merged).unwrap();
+        for legacy in [false, true] {
+            let overlay = Overlay {
+                lower: &lower,
+                writable: None,
+                links: &dir.path().join("l"),
+            };
+            if legacy {
+                overlay.mount_legacy(&merged).unwrap();
+            } else {
+                overlay.mount(&merged, None).unwrap();
+            }
+            check_merged(&merged, 3);
+            let err = std::fs::write(merged.join("new"), "x").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+    }
+
+    #[test]
     fn more_than_overlayfs_stacks_is_refused() {
         let lower = vec![PathBuf::from("/nonexistent"); MAX_LOWER_LAYERS + 1];
         let overlay = Overlay {
             lower: &lower,
-            upper: Path::new("/nonexistent"),
-            work: Path::new("/nonexistent"),
+            writable: None,
             links: Path::new("/nonexistent"),
         };
         let err = overlay.mount(Path::new("/nonexistent"), None).unwrap_err();

@@ -35,13 +35,7 @@ impl Images {
     }
 
     fn rootfs_dir(&self, container_id: &str) -> Result<PathBuf, ImageError> {
-        let valid = !container_id.is_empty()
-            && container_id.len() <= 128
-            && container_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            && !container_id.starts_with('.');
-        if !valid {
+        if !is_dir_name(container_id) {
             return Err(ImageError::BadSpec(format!(
                 "container id {container_id:?} cannot name a rootfs"
             )));
@@ -132,8 +126,7 @@ impl Images {
             } else {
                 Overlay {
                     lower: &lower,
-                    upper: &rw.join("upper"),
-                    work: &rw.join("work"),
+                    writable: Some((&rw.join("upper"), &rw.join("work"))),
                     links: &dir.join("l"),
                 }
                 .mount(&merged, userns.map(|(_, ids)| ids))
@@ -170,22 +163,50 @@ impl Images {
         self.collect_garbage()
     }
 
-    /// Chain IDs held by containers' rootfs leases.
+    /// Chain IDs held by containers' rootfs leases and by image volumes.
     pub(super) fn leased_chain_ids(&self) -> HashSet<String> {
-        let Ok(entries) = std::fs::read_dir(self.rootfs_root()) else {
-            return HashSet::new();
-        };
-        entries
+        let rootfs = std::fs::read_dir(self.rootfs_root())
+            .into_iter()
+            .flatten()
             .filter_map(|e| e.ok())
-            .filter_map(|e| read_lease(&e.path()))
+            .filter_map(|e| read_lease(&e.path()));
+        rootfs
+            .chain(
+                self.image_volume_leases()
+                    .into_iter()
+                    .map(|(_, lease)| lease),
+            )
             .flat_map(|lease| lease.chain_ids)
             .collect()
     }
 }
 
+/// Whether `id` (a container or sandbox id) can name a directory of ours.
+pub(super) fn is_dir_name(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !id.starts_with('.')
+}
+
 /// Idmapped copies of the lower layers (`dir/lower/<n>`) and of `dir/rw`
 /// (`dir/rw-map`); returns the lower paths in the order given.
 fn idmapped_layers(dir: &Path, lower: &[PathBuf], userns: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mapped = idmapped_lowers(dir, lower, userns)?;
+    let rw_map = dir.join("rw-map");
+    std::fs::create_dir_all(&rw_map)?;
+    crate::idmap::mount(&dir.join("rw"), &rw_map, userns)?;
+    Ok(mapped)
+}
+
+/// Idmapped copies of the lower layers (`dir/lower/<n>`), in the order given.
+pub(super) fn idmapped_lowers(
+    dir: &Path,
+    lower: &[PathBuf],
+    userns: &Path,
+) -> std::io::Result<Vec<PathBuf>> {
     let mut mapped = Vec::new();
     for (n, layer) in lower.iter().enumerate() {
         let target = dir.join("lower").join(n.to_string());
@@ -193,23 +214,20 @@ fn idmapped_layers(dir: &Path, lower: &[PathBuf], userns: &Path) -> std::io::Res
         crate::idmap::mount(layer, &target, userns)?;
         mapped.push(target);
     }
-    let rw_map = dir.join("rw-map");
-    std::fs::create_dir_all(&rw_map)?;
-    crate::idmap::mount(&dir.join("rw"), &rw_map, userns)?;
     Ok(mapped)
 }
 
 /// Detaches every mount below `dir` (deepest first).
-fn unmount_all_under(dir: &Path) {
+pub(super) fn unmount_all_under(dir: &Path) {
     crate::idmap::unmount_all_under(dir);
 }
 
-fn read_lease(dir: &Path) -> Option<Lease> {
+pub(super) fn read_lease(dir: &Path) -> Option<Lease> {
     serde_json::from_slice(&std::fs::read(dir.join("lease.json")).ok()?).ok()
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).
-fn is_mountpoint(path: &Path) -> bool {
+pub(super) fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (
         std::fs::metadata(path),

@@ -98,7 +98,13 @@ impl Runtime {
         for container in self.containers.in_sandbox(&sandbox.id) {
             self.containers.remove(&container)?;
         }
-        Ok(self.sandboxes.remove(&sandbox.id)?)
+        self.sandboxes.remove(&sandbox.id)?;
+        // After the record: a crash in between leaves volumes that start-up
+        // releases, never a pod without its volumes.
+        self.images
+            .release_image_volumes(&sandbox.id)
+            .map_err(ContainerError::from)?;
+        Ok(())
     }
 
     /// CreateContainer in a ready sandbox, with the sandbox's handler.

@@ -120,7 +120,11 @@ impl Runtime {
                 reject: config.runtime.absent_mount_sources_to_reject.clone(),
                 protected: vec![config.root.clone(), config.state.clone()],
             },
+            config.runtime.image_volumes_noexec,
         )?;
+        // A crash between a pod's removal and its image volumes' leaves
+        // volumes no pod uses.
+        images.release_orphan_image_volumes(&|id| sandboxes.get(id).is_ok());
         Ok(Runtime {
             config,
             store,
