@@ -35,6 +35,9 @@ pub struct StreamingSection {
     pub address: String,
     /// 0: a free port chosen at start.
     pub port: u16,
+    /// PEM certificate chain and key: both set, the server speaks TLS.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +234,17 @@ impl Config {
             return Err(bad(
                 "image.max_concurrent_downloads",
                 "must be between 1 and 64".into(),
+            ));
+        }
+        let (cert, key) = (&self.streaming.tls_cert_file, &self.streaming.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            return Err(bad(
+                if cert.as_os_str().is_empty() {
+                    "streaming.tls_cert_file"
+                } else {
+                    "streaming.tls_key_file"
+                },
+                "TLS needs both streaming.tls_cert_file and streaming.tls_key_file".into(),
             ));
         }
         if self.network.cni_bin_dirs.is_empty() {

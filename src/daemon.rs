@@ -102,8 +102,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let stream_addr = streams.local_addr()?;
-    runtime.streaming.set_base(format!("http://{stream_addr}"));
-    let stream_server = tokio::spawn(crate::stream::serve(runtime.clone(), streams));
+    let tls = match &runtime.config.streaming {
+        s if s.tls_cert_file.as_os_str().is_empty() => None,
+        s => Some(crate::stream::tls::acceptor(
+            &s.tls_cert_file,
+            &s.tls_key_file,
+        )?),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    runtime
+        .streaming
+        .set_base(format!("{scheme}://{stream_addr}"));
+    let stream_server = tokio::spawn(crate::stream::serve(runtime.clone(), streams, tls));
     tracing::info!(
         socket = %socket.display(),
         root = %runtime.config.root.display(),

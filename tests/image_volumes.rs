@@ -209,6 +209,8 @@ async fn noexec_image_volumes_when_the_operator_asks() {
         .prefix("crius-it-")
         .tempdir()
         .unwrap();
+    // Even when an assertion fails: containers, pins and mounts go.
+    let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     std::fs::write(
         dir.path().join("config.toml"),
         "[runtime]\nimage_volumes_noexec = true\n[network.builtin]\nenabled = false\n",
@@ -233,8 +235,6 @@ async fn noexec_image_volumes_when_the_operator_asks() {
         .unwrap();
     assert!(bb.split(' ').nth(5).unwrap().contains("noexec"), "{bb}");
     pod.remove_pod().await;
-    drop(pod);
-    common::cleanup_dir(dir.path());
 }
 
 #[tokio::test]

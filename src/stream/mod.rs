@@ -18,6 +18,7 @@ mod server;
 pub mod spdy;
 mod spdy_streams;
 pub mod status;
+pub mod tls;
 pub mod tokens;
 pub mod websocket;
 

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
@@ -34,8 +35,9 @@ pub const SPDY_PORT_FORWARD: &[&str] = &["portforward.k8s.io"];
 /// SPDY port-forward carried in WebSocket binary messages.
 pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
-/// Serves streams on `listener` until the task is dropped.
-pub async fn serve(runtime: Arc<Runtime>, listener: TcpListener) {
+/// Serves streams on `listener` until the task is dropped, inside TLS when
+/// there is an acceptor.
+pub async fn serve(runtime: Arc<Runtime>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -47,20 +49,36 @@ pub async fn serve(runtime: Arc<Runtime>, listener: TcpListener) {
         };
         let _ = stream.set_nodelay(true);
         let runtime = runtime.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(runtime, request)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(Duration::from_secs(30))
-                .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "streaming connection ended with an error");
+            let Some(tls) = tls else {
+                return serve_connection(runtime, stream).await;
+            };
+            // A client that never finishes its handshake holds only this task.
+            match tokio::time::timeout(Duration::from_secs(30), tls.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(runtime, stream).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "streaming TLS handshake failed"),
+                Err(_) => tracing::debug!("streaming TLS handshake timed out"),
             }
         });
+    }
+}
+
+async fn serve_connection<S>(runtime: Arc<Runtime>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let runtime = runtime.clone();
+        async move { Ok::<_, Infallible>(handle(runtime, request)) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(Duration::from_secs(30))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "streaming connection ended with an error");
     }
 }
 

@@ -51,8 +51,15 @@ pub struct Session {
     pub tty: bool,
 }
 
-async fn open(url: &str, protocols: &str) -> anyhow::Result<WebSocketStream<TcpStream>> {
-    let ws_url = url.replacen("http://", "ws://", 1);
+/// A connection to the streaming server, plain or inside TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(url: &str, protocols: &str) -> anyhow::Result<WebSocketStream<Box<dyn Io>>> {
+    let tls = url.starts_with("https://");
+    let ws_url = url
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
     let mut request = ws_url
         .as_str()
         .into_client_request()
@@ -68,7 +75,23 @@ async fn open(url: &str, protocols: &str) -> anyhow::Result<WebSocketStream<TcpS
     let tcp = TcpStream::connect(&host)
         .await
         .with_context(|| format!("connecting to the streaming server {host}"))?;
-    let (ws, _) = tokio_tungstenite::client_async(request, tcp)
+    let io: Box<dyn Io> = if tls {
+        // As crictl: the URL came from the runtime, its token is single-use.
+        let connector = crius::stream::tls::connector(None)?;
+        let name = rustls::pki_types::ServerName::try_from(
+            request.uri().host().unwrap_or_default().to_string(),
+        )
+        .with_context(|| format!("streaming URL {url}: host"))?;
+        Box::new(
+            connector
+                .connect(name, tcp)
+                .await
+                .with_context(|| format!("TLS with the streaming server {host}"))?,
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let (ws, _) = tokio_tungstenite::client_async(request, io)
         .await
         .with_context(|| format!("opening {url}"))?;
     Ok(ws)
