@@ -61,6 +61,8 @@ pub struct RuntimeSection {
     pub cgroup_driver: CgroupDriverSetting,
     pub handlers: BTreeMap<String, HandlerConfig>,
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
+    /// CDI spec directories; a later one overrides an earlier one's device.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +219,12 @@ impl Config {
                     "handler names and binaries must not be empty".into(),
                 ));
             }
+        }
+        if let Some(dir) = self.runtime.cdi_spec_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(bad(
+                "runtime.cdi_spec_dirs",
+                format!("{} is not an absolute path", dir.display()),
+            ));
         }
         if !self.image.platform.is_empty()
             && crate::image::manifest::Platform::parse(&self.image.platform).is_none()

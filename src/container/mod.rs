@@ -16,6 +16,7 @@
 //!   own lock; different containers never wait on each other.
 
 pub mod apparmor;
+pub mod cdi;
 mod create;
 pub mod devices;
 pub mod exec;
@@ -110,6 +111,8 @@ pub struct Containers {
     oom_score_adj_floor: i64,
     /// Where volumes' missing host paths may not be created.
     absent_sources: mounts::AbsentSources,
+    /// CDI spec files, re-read when their dirs change.
+    cdi: cdi::Registry,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -129,6 +132,7 @@ impl Containers {
         cgroups: CgroupInfo,
         events: Events,
         absent_sources: mounts::AbsentSources,
+        cdi_spec_dirs: Vec<PathBuf>,
     ) -> Result<Containers, ContainerError> {
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -150,6 +154,7 @@ impl Containers {
             socket_dir: state.join("sockets"),
             oom_score_adj_floor: oom_score_adj_floor(),
             absent_sources,
+            cdi: cdi::Registry::new(cdi_spec_dirs),
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),
@@ -161,6 +166,11 @@ impl Containers {
         };
         containers.recover();
         Ok(containers)
+    }
+
+    /// The CDI spec registry (for Status).
+    pub fn cdi(&self) -> &cdi::Registry {
+        &self.cdi
     }
 
     fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {

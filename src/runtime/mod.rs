@@ -120,6 +120,7 @@ impl Runtime {
                 reject: config.runtime.absent_mount_sources_to_reject.clone(),
                 protected: vec![config.root.clone(), config.state.clone()],
             },
+            config.runtime.cdi_spec_dirs.clone(),
         )?;
         Ok(Runtime {
             config,
@@ -263,6 +264,7 @@ impl Runtime {
                     "runtimeDefault": if apparmor { crate::container::apparmor::DEFAULT_PROFILE } else { "none (AppArmor is not enabled on this node)" },
                 })),
             );
+            info.insert("cdi".into(), json(self.containers.cdi().describe()));
             info.insert(
                 "podCIDRs".into(),
                 json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),
