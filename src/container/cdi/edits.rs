@@ -102,6 +102,14 @@ pub fn apply(
         }
 
         for m in &e.mounts {
+            // A missing bind source would only surface as runc's failure.
+            let bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+            if bind && !Path::new(&m.host_path).exists() {
+                return Err(ContainerError::Precondition(source.error(format!(
+                    "mounts: hostPath {:?} does not exist on this node",
+                    m.host_path
+                ))));
+            }
             mounts.retain(|have| have.destination() != Path::new(&m.container_path));
             mounts.push(mount(m));
             added_mounts = true;
@@ -389,9 +397,9 @@ mod tests {
         spec.set_mounts(Some(vec![proc_mount, m]));
         let e = edits(
             r#"{"mounts": [
-                {"hostPath": "/opt/a/b", "containerPath": "/a/b/c", "type": "bind", "options": ["ro", "rbind"]},
-                {"hostPath": "/new", "containerPath": "/usr/lib/vendor", "options": ["bind"]},
-                {"hostPath": "/opt/a", "containerPath": "/a"}
+                {"hostPath": "/etc", "containerPath": "/a/b/c", "type": "bind", "options": ["ro", "rbind"]},
+                {"hostPath": "/usr", "containerPath": "/usr/lib/vendor", "options": ["bind"]},
+                {"hostPath": "tmpfs", "containerPath": "/a", "type": "tmpfs"}
             ]}"#,
         );
         run(&mut spec, &[e], Support::default()).unwrap();
@@ -401,10 +409,21 @@ mod tests {
             .map(|m| m.destination().display().to_string())
             .collect();
         assert_eq!(dests, ["/proc", "/a", "/a/b/c", "/usr/lib/vendor"]);
-        assert_eq!(mounts[3].source().as_deref(), Some(Path::new("/new")));
+        assert_eq!(mounts[3].source().as_deref(), Some(Path::new("/usr")));
+        assert_eq!(mounts[3].typ(), &None);
         assert_eq!(mounts[2].typ().as_deref(), Some("bind"));
         assert_eq!(mounts[2].options().clone().unwrap(), ["ro", "rbind"]);
-        assert_eq!(mounts[1].typ(), &None);
+        assert_eq!(mounts[1].typ().as_deref(), Some("tmpfs"));
+
+        let missing = edits(
+            r#"{"mounts": [{"hostPath": "/no/such/dir", "containerPath": "/x", "options": ["rbind"]}]}"#,
+        );
+        let err = run(&mut base(), &[missing], Support::default()).unwrap_err();
+        assert!(matches!(err, ContainerError::Precondition(_)), "{err}");
+        assert!(
+            err.to_string().contains("\"/no/such/dir\" does not exist"),
+            "{err}"
+        );
     }
 
     #[test]
