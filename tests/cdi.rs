@@ -160,6 +160,55 @@ async fn cdi_devices_are_injected_and_new_specs_are_seen() {
         ["00", "00", "00", "two"]
     );
 
+    // A privileged container gets the host's /dev and the CDI node too.
+    let id3 = create_with(
+        &pod,
+        "cdi-privileged",
+        json!({"CDI_devices": [{"name": "crius.test/fake=one"}],
+               "linux": {"security_context": {"privileged": true}}}),
+    )
+    .await
+    .unwrap();
+    pod.start(&id3).await.unwrap();
+    let (code, out) = sh(
+        &pod,
+        &id3,
+        "test -c /dev/fake0 && test -c /dev/null && echo ok",
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "ok"), "{out}");
+
+    // A spec that does not parse is logged and its devices are unknown;
+    // the others still work.
+    std::fs::write(
+        dynamic_dir.join("broken.yaml"),
+        "cdiVersion: 0.6.0\nkind: crius.test/broken\ndevices: [{name: x, containerEdits: {env: [NOEQUALS]}}]\n",
+    )
+    .unwrap();
+    let err = create_with(
+        &pod,
+        "cdi-broken",
+        json!({"CDI_devices": [{"name": "crius.test/broken=x"}]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("broken.yaml"), "{}", err.message());
+    let log = pod.daemon.log();
+    assert!(
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("CDI spec file left out")
+            && l.contains("broken.yaml")),
+        "{log}"
+    );
+    create_with(
+        &pod,
+        "cdi-after-broken",
+        json!({"CDI_devices": [{"name": "crius.test/fake=two"}]}),
+    )
+    .await
+    .unwrap();
+
     // Verbose Status lists the dirs and the devices.
     let status = pod
         .daemon
