@@ -7,7 +7,7 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-pub fn device_type(kind: &str) -> LinuxDeviceType {
+fn device_type(kind: &str) -> LinuxDeviceType {
     match kind {
         "b" => LinuxDeviceType::B,
         "u" => LinuxDeviceType::U,
