@@ -65,6 +65,8 @@ pub struct RuntimeSection {
     pub handlers: BTreeMap<String, HandlerConfig>,
     pub absent_mount_sources_to_reject: Vec<PathBuf>,
     pub image_volumes_noexec: bool,
+    /// CDI spec directories; a later one overrides an earlier one's device.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +223,12 @@ impl Config {
                     "handler names and binaries must not be empty".into(),
                 ));
             }
+        }
+        if let Some(dir) = self.runtime.cdi_spec_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(bad(
+                "runtime.cdi_spec_dirs",
+                format!("{} is not an absolute path", dir.display()),
+            ));
         }
         if !self.image.platform.is_empty()
             && crate::image::manifest::Platform::parse(&self.image.platform).is_none()

@@ -36,6 +36,13 @@ pub struct HandlerFeatures {
     /// and the idmapped mounts itself (any runtime can join them); it needs
     /// Linux 6.8 (overlayfs layers given one by one to the new mount API).
     pub user_namespaces: bool,
+    /// The runtime moves host network interfaces in (linux.netDevices),
+    /// for CDI netDevices.
+    pub net_devices: bool,
+    /// The runtime writes intelRdt.schemata and enables RDT monitoring,
+    /// for CDI intelRdt edits of version 1.1.0.
+    pub intel_rdt_schemata: bool,
+    pub intel_rdt_monitoring: bool,
 }
 
 impl HandlerInfo {
@@ -142,7 +149,17 @@ fn probe_one(name: &str, config: &HandlerConfig) -> HandlerInfo {
         }
         Err(e) => info.problem = Some(format!("cannot run {}: {e}", path.display())),
     }
-    info.features.recursive_read_only_mounts = kernel_at_least(5, 12) && supports_rro(&path);
+    let doc = features_document(&path);
+    let flag = |pointer: &str| {
+        doc.as_ref()
+            .and_then(|d| d.pointer(pointer))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    info.features.recursive_read_only_mounts = kernel_at_least(5, 12) && supports_rro(doc.as_ref());
+    info.features.net_devices = flag("/linux/netDevices/enabled");
+    info.features.intel_rdt_schemata = flag("/linux/intelRdt/schemata");
+    info.features.intel_rdt_monitoring = flag("/linux/intelRdt/monitoring");
     info.features.user_namespaces = kernel_at_least(6, 8);
     if info.problem.is_none() {
         info.problem = cgroup_conflict(&path);
@@ -167,19 +184,21 @@ fn cgroup_conflict(runtime: &Path) -> Option<String> {
     })
 }
 
-/// `<runtime> features` (OCI runtime features document) lists "rro" in
-/// mountOptions when the runtime can make recursive read-only mounts.
-fn supports_rro(runtime: &Path) -> bool {
-    let Ok(out) = Command::new(runtime).arg("features").output() else {
-        return false;
-    };
+/// `<runtime> features`: the OCI runtime features document, if the
+/// runtime has one.
+fn features_document(runtime: &Path) -> Option<serde_json::Value> {
+    let out = Command::new(runtime).arg("features").output().ok()?;
     if !out.status.success() {
-        return false;
+        return None;
     }
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|doc| doc.get("mountOptions").cloned())
-        .and_then(|opts| opts.as_array().cloned())
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The features document lists "rro" in mountOptions when the runtime can
+/// make recursive read-only mounts.
+fn supports_rro(doc: Option<&serde_json::Value>) -> bool {
+    doc.and_then(|d| d.get("mountOptions"))
+        .and_then(|opts| opts.as_array())
         .is_some_and(|opts| opts.iter().any(|o| o == "rro"))
 }
 

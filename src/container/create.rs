@@ -5,8 +5,8 @@
 use super::mounts::{self, VolumeSource};
 use super::oci_runtime::OciRuntime;
 use super::{
-    ContainerError, ContainerRecord, ContainerState, Containers, CreateRequest, log_path, record,
-    shim, spec, user,
+    ContainerError, ContainerRecord, ContainerState, Containers, CreateRequest, cdi, log_path,
+    record, shim, spec, user,
 };
 use crate::cri;
 use crate::events::{Event, EventKind};
@@ -69,6 +69,8 @@ impl Containers {
             ));
         }
         check_config(&config)?;
+        // Before anything is made: an unknown device is the caller's error.
+        let cdi = self.cdi.resolve(&config)?;
         let image_name = config
             .image
             .as_ref()
@@ -120,6 +122,7 @@ impl Containers {
             &image,
             &runtime,
             request.handler,
+            &cdi,
         );
         if result.is_err() {
             let _ = runtime.delete(&id);
@@ -142,6 +145,7 @@ impl Containers {
         image: &crate::image::record::ImageRecord,
         runtime: &OciRuntime,
         handler: &HandlerInfo,
+        cdi: &cdi::Injection,
     ) -> Result<ContainerRecord, ContainerError> {
         let io = |what: &str, e: std::io::Error| ContainerError::Runtime {
             id: id.to_string(),
@@ -201,6 +205,14 @@ impl Containers {
                 image_volumes_noexec: self.image_volumes_noexec,
             },
             volume_sources: &volume_sources,
+            cdi,
+            cdi_support: cdi::Support {
+                net_devices: handler.features.net_devices,
+                intel_rdt: !cdi.is_empty() && cdi::edits::resctrl_mounted(),
+                intel_rdt_schemata: handler.features.intel_rdt_schemata,
+                intel_rdt_monitoring: handler.features.intel_rdt_monitoring,
+                user_namespace: userns.is_some(),
+            },
         })?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
         std::fs::write(dir.join("config.json"), spec_json).map_err(|e| io("config.json", e))?;

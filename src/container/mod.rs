@@ -16,6 +16,7 @@
 //!   own lock; different containers never wait on each other.
 
 pub mod apparmor;
+pub mod cdi;
 mod create;
 pub mod devices;
 pub mod exec;
@@ -98,6 +99,16 @@ pub struct CreateRequest<'a> {
     pub handler: &'a HandlerInfo,
 }
 
+/// What the configuration says about every container.
+pub struct ContainerPolicy {
+    /// Where volumes' missing host paths may not be created.
+    pub absent_sources: mounts::AbsentSources,
+    /// `runtime.image_volumes_noexec`.
+    pub image_volumes_noexec: bool,
+    /// `runtime.cdi_spec_dirs`.
+    pub cdi_spec_dirs: Vec<PathBuf>,
+}
+
 pub struct Containers {
     store: Arc<Store>,
     images: Arc<Images>,
@@ -112,6 +123,8 @@ pub struct Containers {
     absent_sources: mounts::AbsentSources,
     /// `runtime.image_volumes_noexec`.
     image_volumes_noexec: bool,
+    /// CDI spec files, re-read when their dirs change.
+    cdi: cdi::Registry,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -130,9 +143,13 @@ impl Containers {
         images: Arc<Images>,
         cgroups: CgroupInfo,
         events: Events,
-        absent_sources: mounts::AbsentSources,
-        image_volumes_noexec: bool,
+        policy: ContainerPolicy,
     ) -> Result<Containers, ContainerError> {
+        let ContainerPolicy {
+            absent_sources,
+            image_volumes_noexec,
+            cdi_spec_dirs,
+        } = policy;
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
             id: "-".into(),
@@ -154,6 +171,7 @@ impl Containers {
             oom_score_adj_floor: oom_score_adj_floor(),
             absent_sources,
             image_volumes_noexec,
+            cdi: cdi::Registry::new(cdi_spec_dirs),
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),
@@ -165,6 +183,11 @@ impl Containers {
         };
         containers.recover();
         Ok(containers)
+    }
+
+    /// The CDI spec registry (for Status).
+    pub fn cdi(&self) -> &cdi::Registry {
+        &self.cdi
     }
 
     fn lock_of(&self, id: &str) -> Arc<Mutex<()>> {

@@ -52,6 +52,9 @@ pub struct SpecInput<'a> {
     /// What to mount instead of volumes' host paths, by index: idmapped
     /// copies, image volumes.
     pub volume_sources: &'a std::collections::BTreeMap<usize, mounts::VolumeSource>,
+    /// CDI devices, applied last.
+    pub cdi: &'a super::cdi::Injection,
+    pub cdi_support: super::cdi::Support,
 }
 
 /// The process's argv under kubelet's command/args rules.
@@ -228,12 +231,6 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     let sc = linux_config.security_context.clone().unwrap_or_default();
     let requested = linux_config.resources.clone().unwrap_or_default();
 
-    if !config.cdi_devices.is_empty() {
-        return Err(ContainerError::Unsupported(
-            "config.CDI_devices: CDI devices are not supported by crius yet (no CDI spec registry)"
-                .into(),
-        ));
-    }
     let args = process_args(config, input.image);
     if args.is_empty() {
         return Err(ContainerError::Invalid(format!(
@@ -391,6 +388,10 @@ pub fn build(input: &SpecInput) -> Result<Spec, ContainerError> {
     spec.set_hooks(None);
     spec.set_annotations(Some(annotations));
     spec.set_linux(Some(linux));
+    // After crius's own devices and mounts, as containerd applies them: a
+    // CDI node or mount replaces one at the same path (also a privileged
+    // container's copy of the host's /dev).
+    input.cdi.apply(&mut spec, &input.cdi_support)?;
     Ok(spec)
 }
 

@@ -12,7 +12,7 @@ pub use lifecycle::PodError;
 use crate::cgroups::{CgroupInfo, Driver, NoSystemd};
 use crate::config::Config;
 use crate::container::mounts::AbsentSources;
-use crate::container::{ContainerError, Containers};
+use crate::container::{ContainerError, ContainerPolicy, Containers};
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::handlers::Handlers;
@@ -116,11 +116,14 @@ impl Runtime {
             images.clone(),
             cgroups.clone(),
             events.clone(),
-            AbsentSources {
-                reject: config.runtime.absent_mount_sources_to_reject.clone(),
-                protected: vec![config.root.clone(), config.state.clone()],
+            ContainerPolicy {
+                absent_sources: AbsentSources {
+                    reject: config.runtime.absent_mount_sources_to_reject.clone(),
+                    protected: vec![config.root.clone(), config.state.clone()],
+                },
+                image_volumes_noexec: config.runtime.image_volumes_noexec,
+                cdi_spec_dirs: config.runtime.cdi_spec_dirs.clone(),
             },
-            config.runtime.image_volumes_noexec,
         )?;
         // A crash between a pod's removal and its image volumes' leaves
         // volumes no pod uses.
@@ -267,6 +270,7 @@ impl Runtime {
                     "runtimeDefault": if apparmor { crate::container::apparmor::DEFAULT_PROFILE } else { "none (AppArmor is not enabled on this node)" },
                 })),
             );
+            info.insert("cdi".into(), json(self.containers.cdi().describe()));
             info.insert(
                 "podCIDRs".into(),
                 json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),
