@@ -76,14 +76,19 @@ fn git_revision() -> String {
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown".to_string();
     };
-    // HEAD names a branch whose ref file (or packed-refs) moves on commit;
-    // --git-path finds them in a linked worktree too.
-    let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    // What moves when this checkout's commit changes: HEAD itself (a
+    // detached checkout), its reflog (every commit, checkout or reset here)
+    // and the branch's loose ref. --git-path finds them in a linked worktree
+    // too. Only existing files: cargo reruns on every build for a missing one
+    // (packed-refs often is), and other worktrees' refs are left unwatched.
+    let mut watched = vec!["HEAD".to_string(), "logs/HEAD".to_string()];
     if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
         watched.push(branch);
     }
     for name in watched {
-        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && std::path::Path::new(&path).exists()
+        {
             println!("cargo:rerun-if-changed={path}");
         }
     }

@@ -77,16 +77,16 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 
-cat <<TEXT
-demo: pod httpd (${pod:0:13}) runs busybox httpd at $ip:
-
-    curl http://$ip/                  # the pod's own address
-    curl http://127.0.0.1:$host_port/          # its host port
-    $criusctl_bin pods; $criusctl_bin ps; $criusctl_bin logs ${container:0:13}
-    $criusctl_bin exec -it ${container:0:13} sh
-
-demo: ready; Ctrl-C removes the pod, the image and the registry
-TEXT
+short=${container:0:13}
+echo "demo: pod httpd (${pod:0:13}) runs busybox httpd at $ip:"
+echo
+printf '    %-40s # %s\n' "curl http://$ip/" "the pod's own address" \
+    "curl http://127.0.0.1:$host_port/" "its host port" \
+    "$criusctl_bin ps" "the pod's container" \
+    "$criusctl_bin logs $short" "httpd's log" \
+    "$criusctl_bin exec -it $short sh" "a shell inside"
+echo
+echo "demo: ready; Ctrl-C removes the pod, the image and the registry"
 # `wait` returns when a trapped signal arrives; sleep alone would delay it.
 sleep infinity &
 sleeper=$!
