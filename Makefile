@@ -1,7 +1,16 @@
 # The two commands: `make run` (the daemon, built-in defaults) and `make test`
 # (everything). Both install their Debian packages themselves.
 
-.PHONY: run test build lint clean bench conformance
+.PHONY: run test build lint clean bench conformance install uninstall deb demo
+
+# `make install` / `make uninstall` (packaging/install.sh): binaries to
+# $(DESTDIR)$(PREFIX)/bin, the systemd unit, criusctl's completions, a crictl
+# config example, and /etc/crius/config.toml unless one exists. BIN_DIR other
+# than target/release installs binaries already built there, unbuilt.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BIN_DIR ?= target/release
+export PREFIX DESTDIR BIN_DIR
 
 run:
 	e2e/run-daemon.sh
@@ -11,6 +20,21 @@ test:
 
 build:
 	cargo build --release --bins
+
+install: $(if $(filter target/release,$(BIN_DIR)),build)
+	packaging/install.sh install
+
+uninstall:
+	packaging/install.sh uninstall
+
+# The Debian package, built with cargo-deb, in target/debian/.
+deb:
+	packaging/deb.sh
+
+# A first pod, offline: the harness registry, the demo image, and the example
+# pod (manifests/pods/) on the criusd `make run` serves; Ctrl-C cleans up.
+demo:
+	e2e/demo.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -1,5 +1,6 @@
 //! Compiles proto/api.proto (CRI runtime.v1) with a vendored protoc, so a fresh
-//! machine builds with cargo alone.
+//! machine builds with cargo alone, and sets `CRIUS_GIT_REVISION` for every
+//! binary's `--version` (see `git_revision`).
 //!
 //! Generated types derive serde with the proto field names, which are the keys
 //! crictl's JSON/YAML pod and container configs use. A first protoc pass yields
@@ -16,6 +17,7 @@ const PROTO: &str = "proto/api.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO}");
+    println!("cargo:rustc-env=CRIUS_GIT_REVISION={}", git_revision());
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
 
@@ -46,6 +48,66 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     builder.compile_with_config(config, &[PROTO], &["proto"])?;
     Ok(())
+}
+
+/// The checkout's short commit, with "-dirty" when the sources built (the
+/// `SOURCES`, this script, the proto) differ from it; `$CRIUS_GIT_REVISION`
+/// when set (a build from a source tarball), else "unknown" outside a git
+/// checkout.
+///
+/// The script reruns when HEAD moves (a commit, a checkout) or the sources
+/// change (which may make the tree dirty), and not on every build: once any
+/// rerun-if line is printed, cargo watches only what these lines name.
+fn git_revision() -> String {
+    println!("cargo:rerun-if-env-changed=CRIUS_GIT_REVISION");
+    if let Ok(revision) = std::env::var("CRIUS_GIT_REVISION") {
+        return revision;
+    }
+    const SOURCES: [&str; 5] = ["src", "shim/src", "Cargo.toml", "Cargo.lock", "manifests"];
+    for source in SOURCES {
+        println!("cargo:rerun-if-changed={source}");
+    }
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").args(args).output().ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_string();
+    };
+    // What moves when this checkout's commit changes: HEAD itself (a
+    // detached checkout), its reflog (every commit, checkout or reset here)
+    // and the branch's loose ref. --git-path finds them in a linked worktree
+    // too. Only existing files: cargo reruns on every build for a missing one
+    // (packed-refs often is), and other worktrees' refs are left unwatched.
+    let mut watched = vec!["HEAD".to_string(), "logs/HEAD".to_string()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    let mut status = vec![
+        "--no-optional-locks",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "build.rs",
+        PROTO,
+    ];
+    status.extend(SOURCES);
+    let dirty = git(&status).is_some_and(|changes| !changes.is_empty());
+    if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    }
 }
 
 fn annotate_fields(

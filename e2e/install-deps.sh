@@ -28,3 +28,11 @@ if ! command -v cargo >/dev/null; then
     echo "install-deps.sh: cargo (Rust >= 1.90) is needed to build crius" >&2
     exit 1
 fi
+
+# cargo-deb builds the Debian package (`make deb`, and the packaging tests):
+# installed once into ~/.cargo/bin, only for those who ask for it.
+CARGO_DEB_VERSION=3.8.0
+if [ "${CRIUS_CARGO_DEB:-0}" = 1 ] && ! "$HOME/.cargo/bin/cargo-deb" --version >/dev/null 2>&1; then
+    echo "installing cargo-deb $CARGO_DEB_VERSION (once)"
+    cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
+fi

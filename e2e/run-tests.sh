@@ -2,11 +2,12 @@
 # The whole test suite, as `make test` and CI run it: installs what is needed,
 # checks format and lints, starts the local registry, pushes the test images,
 # runs unit and integration tests against real processes, then the crictl
-# scenario tests. Everything it starts is stopped on exit, even on failure.
+# scenario tests and the packaging tests (make install, the .deb, make demo;
+# cargo-deb is installed once). Everything it starts is stopped on exit, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-e2e/install-deps.sh
+CRIUS_CARGO_DEB=1 e2e/install-deps.sh
 
 work=$(mktemp -d /tmp/crius-e2e.XXXXXX)
 cleanup() {
@@ -33,3 +34,6 @@ cargo test --workspace --quiet -- --include-ignored
 
 echo "== crictl scenario tests"
 crictl-tests/run.sh
+
+echo "== packaging: make install, the .deb, make demo"
+e2e/packaging-tests.sh

@@ -29,3 +29,13 @@ pub mod time;
 pub const RUNTIME_NAME: &str = "crius";
 /// The CRI API version served.
 pub const CRI_API_VERSION: &str = "v1";
+/// The commit criusd was built from (build.rs: short hash, "-dirty" when the
+/// sources differed, "unknown" outside a git checkout).
+pub const GIT_REVISION: &str = env!("CRIUS_GIT_REVISION");
+/// What every crius binary's `--version` prints after its name.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("CRIUS_GIT_REVISION"),
+    ")"
+);

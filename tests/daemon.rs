@@ -76,6 +76,7 @@ async fn status_reports_runtime_ready_and_handlers() {
     }
     let daemon_info: serde_json::Value = serde_json::from_str(&status.info["daemon"]).unwrap();
     assert_eq!(daemon_info["pid"], daemon.pid());
+    assert_eq!(daemon_info["revision"], crius::GIT_REVISION);
 
     let terse = daemon
         .runtime()

@@ -1,6 +1,7 @@
 //! crius-shim: supervises one container.
 //!
 //!   crius-shim DIR
+//!   crius-shim --version
 //!
 //! Reads `DIR/shim.json`, forks, and the child detaches from criusd (own
 //! session, child subreaper) and runs `<runtime> create`. It prints one
@@ -42,6 +43,15 @@ fn main() -> ExitCode {
         eprintln!("usage: crius-shim DIR");
         return ExitCode::from(2);
     };
+    if dir.as_os_str() == "--version" {
+        // Built as a binary of the `crius` package, whose build.rs sets this.
+        println!(
+            "crius-shim {} (git {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("CRIUS_GIT_REVISION")
+        );
+        return ExitCode::SUCCESS;
+    }
     let config = match load(&dir) {
         Ok(config) => config,
         Err(error) => return report(&Ready::Failed { error }),

@@ -1,6 +1,7 @@
 //! crius-pause: PID 1 of a pod-wide PID namespace. It reaps the orphans that
 //! the namespace's processes leave, and exits on SIGTERM or SIGINT; killing it
-//! ends the namespace and every process in it.
+//! ends the namespace and every process in it. `crius-pause --version`
+//! prints its version.
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::wait::{WaitPidFlag, waitpid};
@@ -8,6 +9,13 @@ use nix::sys::wait::{WaitPidFlag, waitpid};
 extern "C" fn ignore(_: libc::c_int) {}
 
 fn main() {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "--version")
+    {
+        println!("crius-pause {}", crius::VERSION);
+        return;
+    }
     // The kernel gives a namespace's PID 1 only the signals it has handlers
     // for, so these get a no-op one; all are blocked and taken synchronously
     // below, so the handler never runs.

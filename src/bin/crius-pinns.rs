@@ -1,5 +1,6 @@
 //! crius-pinns: creates a pod's namespaces and pins them.
 //!
+//!   crius-pinns --version
 //!   crius-pinns --dir DIR [--net] [--ipc] [--uts] [--hostname NAME] [--sysctl KEY=VALUE]...
 //!               [--pid-pause PAUSE] [--uid-map C:H:L,... --gid-map C:H:L,...]
 //!
@@ -281,6 +282,10 @@ fn loopback_up() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("crius-pinns {}", crius::VERSION);
+        return ExitCode::SUCCESS;
+    }
     match parse().and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "criusd",
-    version,
+    version = crius::VERSION,
     about = "crius: a Kubernetes container runtime serving the CRI"
 )]
 struct Cli {
@@ -49,16 +49,27 @@ enum ConfigAction {
     Default,
     /// Print the effective configuration (file and flags applied) as TOML
     Show,
+    /// Check a configuration file without starting: "ok", or the first
+    /// problem (naming the key) and exit code 1
+    Check {
+        /// The file [default: --config, else /etc/crius/config.toml]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Config {
-        action: ConfigAction::Default,
-    }) = cli.command
-    {
-        print!("{}", config::DEFAULT_TOML);
-        return ExitCode::SUCCESS;
+    match &cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{}", config::DEFAULT_TOML);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Config {
+            action: ConfigAction::Check { file },
+        }) => return check(file.as_deref().or(cli.config.as_deref())),
+        _ => {}
     }
     let config = match load(&cli) {
         Ok(config) => config,
@@ -99,6 +110,22 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("criusd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `criusd config check`: loads the file as criusd would at start (merged
+/// over the built-in default, every key and value checked).
+fn check(file: Option<&std::path::Path>) -> ExitCode {
+    let path = file.unwrap_or(config::DEFAULT_PATH.as_ref());
+    match Config::load(Some(path)) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("criusd: {e}");
             ExitCode::FAILURE
         }
     }

@@ -280,6 +280,7 @@ impl Runtime {
                 json(serde_json::json!({
                     "pid": std::process::id(),
                     "version": env!("CARGO_PKG_VERSION"),
+                    "revision": crate::GIT_REVISION,
                     "database": self.store.path(),
                     "schemaVersion": self.store.schema_version()?,
                 })),

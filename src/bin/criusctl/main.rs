@@ -17,7 +17,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "criusctl",
-    version,
+    version = crius::VERSION,
     about = "CRI client for crius (and any CRI runtime), crictl-compatible"
 )]
 pub struct Cli {
@@ -84,6 +84,40 @@ enum Command {
     Events(node::EventsArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
+    /// Print a shell completion script (bash, zsh or fish)
+    Completion(CompletionArgs),
+}
+
+#[derive(clap::Args)]
+struct CompletionArgs {
+    #[arg(value_enum)]
+    shell: CompletionShell,
+}
+
+/// The shells crictl also completes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script for `shell` to stdout. It is generated from
+/// the command definition, so it never falls behind the commands.
+fn completion(args: &CompletionArgs) {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let shell = match args.shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "criusctl",
+        &mut std::io::stdout(),
+    );
 }
 
 fn main() -> ExitCode {
@@ -94,6 +128,11 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // Needs no runtime, nor a readable crictl config.
+    if let Command::Completion(args) = &cli.command {
+        completion(args);
+        return ExitCode::SUCCESS;
+    }
     let settings = match endpoint::Settings::resolve(&cli.global) {
         Ok(settings) => settings,
         Err(e) => return fail(e),
@@ -134,6 +173,10 @@ fn main() -> ExitCode {
             Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Events(args) => node::events(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
+            Command::Completion(args) => {
+                completion(&args);
+                Ok(())
+            }
         }
     });
     match result {
@@ -215,6 +258,7 @@ mod tests {
             "stats -a --pod p --label a=b -s 2 -o json abc",
             "statsp --id p -s 1 -o yaml",
             "events -o yaml",
+            "completion bash",
         ];
         for line in lines {
             let args = [
