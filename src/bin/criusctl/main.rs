@@ -3,6 +3,7 @@
 
 mod config_file;
 mod container;
+mod daemon_metrics;
 mod endpoint;
 mod image;
 mod node;
@@ -84,6 +85,8 @@ enum Command {
     Events(node::EventsArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
+    /// Print criusd's own Prometheus metrics
+    Metrics(daemon_metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
             Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Events(args) => node::events(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
+            Command::Metrics(args) => daemon_metrics::metrics(&settings, args).await,
         }
     });
     match result {
@@ -215,6 +219,7 @@ mod tests {
             "stats -a --pod p --label a=b -s 2 -o json abc",
             "statsp --id p -s 1 -o yaml",
             "events -o yaml",
+            "metrics --address 127.0.0.1:9327 crius_rpc",
         ];
         for line in lines {
             let args = [
