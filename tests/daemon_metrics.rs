@@ -135,6 +135,50 @@ async fn endpoint_parses_and_rpc_counts_grow_after_calls() {
     );
 }
 
+/// A call cut off by its deadline is counted with the code its client got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_counts_as_deadline_exceeded() {
+    use common::fake_registry::{FakeRegistry, Reply, image, raw_entry};
+    let registry = FakeRegistry::start().await;
+    let stalled = image(&[vec![raw_entry("hello.txt", b'0', "", b"hello\n")]], false);
+    registry.serve_image("stalls", "v1", &stalled);
+    registry.route_reply(
+        &format!("/v2/stalls/blobs/{}", stalled.layers[0].0),
+        Reply {
+            status: 200,
+            content_type: "application/octet-stream".into(),
+            body: stalled.layers[0].1.clone(),
+            fail_first: 0,
+            stall_after: Some(10),
+        },
+    );
+    let daemon = Daemon::start();
+    let address = address(&daemon).await;
+    let request = cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: format!("{}/stalls:v1", registry.host),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (code, message, _) = common::raw_grpc::call(
+        &daemon.socket,
+        "/runtime.v1.ImageService/PullImage",
+        &request,
+        "500m",
+    )
+    .await;
+    assert_eq!(code, tonic::Code::DeadlineExceeded as i32, "{message}");
+    let (after, text) = scrape(&address).await;
+    let labels = [("method", "PullImage"), ("code", "DeadlineExceeded")];
+    assert_eq!(
+        value(&after, "crius_rpc_requests_total", &labels),
+        1.0,
+        "{text}"
+    );
+    assert!(value(&after, "crius_rpc_duration_seconds_sum", &labels) >= 0.5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_or_an_empty_address_leaves_the_cri_served() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -162,21 +162,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("crius");
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-                // Set by the build where the source is a git checkout.
-                revision: option_env!("CRIUS_GIT_REVISION").unwrap_or("unknown"),
-            })
-            .set(1);
-        registry.register(
-            "build_info",
-            "criusd's version and source revision (always 1)",
-            build,
-        );
-        let metrics = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("crius"),
             rpc_requests: Family::default(),
             rpc_duration: Family::new_with_constructor(rpc_buckets),
             pulls: Family::default(),
@@ -187,58 +174,68 @@ impl Metrics {
             // 0.1 ms .. 3.3 s.
             exit_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             live: Arc::new(Live::default()),
-            registry: Registry::default(),
         };
-        registry.register(
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                // Set by the build where the source is a git checkout.
+                revision: option_env!("CRIUS_GIT_REVISION").unwrap_or("unknown"),
+            })
+            .set(1);
+        let r = &mut m.registry;
+        r.register(
+            "build_info",
+            "criusd's version and source revision (always 1)",
+            build,
+        );
+        r.register(
             "rpc_requests",
             "CRI calls by method and gRPC code (streaming calls when they open)",
-            metrics.rpc_requests.clone(),
+            m.rpc_requests.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "rpc_duration",
             "How long CRI calls took, by method and gRPC code",
             Unit::Seconds,
-            metrics.rpc_duration.clone(),
+            m.rpc_duration.clone(),
         );
-        registry.register(
+        r.register(
             "image_pulls",
             "Image pulls by result (ok, or the error's kind)",
-            metrics.pulls.clone(),
+            m.pulls.clone(),
         );
-        registry.register(
+        r.register(
             "image_pull_bytes",
             "Compressed layer bytes downloaded by pulls, by result",
-            metrics.pull_bytes.clone(),
+            m.pull_bytes.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "image_pull_duration",
             "How long image pulls took, by result",
             Unit::Seconds,
-            metrics.pull_duration.clone(),
+            m.pull_duration.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "pod_start_phase_duration",
             "How long each successful step of starting pods and containers took (namespaces, network, rootfs, runc_create, start)",
             Unit::Seconds,
-            metrics.phases.clone(),
+            m.phases.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "cni_plugin_duration",
             "How long CNI plugin runs took, by plugin type, command and result (ok, error, timeout)",
             Unit::Seconds,
-            metrics.cni_plugins.clone(),
+            m.cni_plugins.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "exit_watcher_lag",
-            "Time from a shim writing a container's exit record to criusd recording the exit",
+            "Time from a shim writing a container's exit record to the exit watcher having it recorded",
             Unit::Seconds,
-            metrics.exit_lag.clone(),
+            m.exit_lag.clone(),
         );
-        registry.register_collector(Box::new(metrics.live.clone()));
-        Metrics {
-            registry,
-            ..metrics
-        }
+        r.register_collector(Box::new(m.live.clone()));
+        m
     }
 }
 

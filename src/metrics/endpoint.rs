@@ -12,7 +12,6 @@ use http::{Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -23,8 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub const PATH: &str = "/metrics";
 
 /// Whether and where metrics are served, for Status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Serving {
     /// `[metrics] address` is empty.
     Off,

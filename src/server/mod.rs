@@ -100,7 +100,12 @@ pub(crate) async fn rpc<T>(
 ) -> Result<Response<T>, Status> {
     let span = tracing::info_span!("rpc", method, id = object);
     let started = Instant::now();
+    let mut unanswered = Unanswered {
+        method,
+        started: Some(started),
+    };
     let result = call.instrument(span.clone()).await;
+    unanswered.started = None;
     let elapsed = started.elapsed();
     let code = match &result {
         Ok(_) => Code::Ok,
@@ -116,6 +121,27 @@ pub(crate) async fn rpc<T>(
         Err(s) => tracing::warn!(code = ?s.code(), message = s.message(), elapsed_ms, "rpc failed"),
     });
     result.map(Response::new)
+}
+
+/// Counts a call whose future is dropped before it answers: its deadline
+/// passed (the transport answers `DeadlineExceeded`) or its client left.
+struct Unanswered {
+    method: &'static str,
+    /// `None` once the call answered.
+    started: Option<Instant>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(started) = self.started {
+            let code = if transport::deadline_passed() {
+                Code::DeadlineExceeded
+            } else {
+                Code::Cancelled
+            };
+            crate::metrics::daemon::rpc(self.method, code_name(code), started.elapsed());
+        }
+    }
 }
 
 /// A gRPC code's canonical name, as Prometheus exporters of gRPC servers
