@@ -26,6 +26,15 @@ pub struct Config {
     pub image: ImageSection,
     pub network: NetworkSection,
     pub streaming: StreamingSection,
+    pub metrics: MetricsSection,
+}
+
+/// criusd's own Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `ip:port` serving `/metrics`; "" turns it off; port 0 picks one.
+    pub address: String,
 }
 
 /// Where Exec, Attach and PortForward URLs point.
@@ -267,6 +276,21 @@ impl Config {
                 "must be between 1 and 3600".into(),
             ));
         }
+        if !self.metrics.address.is_empty()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(bad(
+                "metrics.address",
+                format!(
+                    "{:?} is not ip:port (e.g. \"127.0.0.1:9327\" or \"[::1]:9327\"), nor \"\" for off",
+                    self.metrics.address
+                ),
+            ));
+        }
         self.network
             .builtin
             .validate()
@@ -470,6 +494,20 @@ mod tests {
         assert!(err.to_string().contains("key `image.platform`"), "{err}");
         let err = parse_str("log_level = \"info,[[\"\n").unwrap_err();
         assert!(err.to_string().contains("key `log_level`"), "{err}");
+    }
+
+    #[test]
+    fn metrics_address_is_ip_port_or_empty() {
+        assert_eq!(Config::default().metrics.address, "127.0.0.1:9327");
+        for ok in ["", "[::1]:0", "0.0.0.0:9100"] {
+            let config = parse_str(&format!("[metrics]\naddress = {ok:?}\n")).unwrap();
+            assert_eq!(config.metrics.address, ok);
+        }
+        for bad in ["localhost:9327", "127.0.0.1", ":9327"] {
+            let err = parse_str(&format!("[metrics]\naddress = {bad:?}\n")).unwrap_err();
+            assert!(err.to_string().contains("key `metrics.address`"), "{err}");
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -114,12 +114,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .streaming
         .set_base(format!("{scheme}://{stream_addr}"));
     let stream_server = tokio::spawn(crate::stream::serve(runtime.clone(), streams, tls));
+    let metrics_server = serve_metrics(&runtime).await;
     tracing::info!(
         socket = %socket.display(),
         root = %runtime.config.root.display(),
         state = %runtime.config.state.display(),
         cgroups = ?runtime.cgroups,
         streaming = %stream_addr,
+        metrics = %runtime.metrics.to_json()["url"].as_str().unwrap_or("off"),
         version = env!("CARGO_PKG_VERSION"),
         "criusd serving"
     );
@@ -149,11 +151,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("RPCs still open after {SHUTDOWN_GRACE:?}; leaving them");
     }
     stream_server.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     // Remove the socket before releasing the lock, so a successor never sees ours.
     let _ = std::fs::remove_file(&socket);
     drop(lock);
     tracing::info!("criusd stopped");
     Ok(())
+}
+
+/// Binds `[metrics] address` and serves it; scrapes count live objects from
+/// the runtime while it lives. A bind failure is logged and reported in
+/// Status, and the CRI is served anyway (see `metrics::endpoint`).
+async fn serve_metrics(runtime: &Arc<Runtime>) -> Option<tokio::task::JoinHandle<()>> {
+    let weak = Arc::downgrade(runtime);
+    crate::metrics::daemon::set_live_source(move || weak.upgrade().map(|rt| rt.live_counts()));
+    let (serving, listener) = crate::metrics::endpoint::bind(&runtime.config.metrics.address).await;
+    runtime.metrics.set(serving);
+    listener.map(|listener| tokio::spawn(crate::metrics::endpoint::serve(listener)))
 }
 
 /// SIGTERM and SIGINT, caught from the moment this exists.

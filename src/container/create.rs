@@ -13,11 +13,13 @@ use crate::events::{Event, EventKind};
 use crate::handlers::HandlerInfo;
 use crate::idmap;
 use crate::image::ImageError;
+use crate::metrics::daemon::{self as metrics, Phase};
 use crate::sandbox::SandboxRecord;
 use crate::store::Table;
 use crius_shim::protocol::ShimConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// What the API server's validation would refuse and crius cannot carry out
 /// safely: a log path that leaves the pod's log directory, environment
@@ -161,11 +163,13 @@ impl Containers {
         // In a pod with its own user namespace, the container sees its
         // rootfs and volumes through idmapped mounts owned by the pod's root.
         let userns = sandbox.namespaces.user.as_deref();
+        let started = Instant::now();
         let rootfs = self.images.mount_rootfs(
             id,
             &image.id,
             userns.map(|u| (u, sandbox.namespaces.root_ids())),
         )?;
+        metrics::pod_phase(Phase::Rootfs, started.elapsed());
         let mut volume_sources = match userns {
             Some(userns) => self.idmapped_volumes(id, dir, config, sandbox, userns)?,
             None => Default::default(),
@@ -230,6 +234,7 @@ impl Containers {
                 self.socket_dir.display()
             )));
         }
+        let spawned = Instant::now();
         let started = shim::spawn(
             dir,
             &ShimConfig {
@@ -251,6 +256,7 @@ impl Containers {
             id: id.to_string(),
             reason,
         })?;
+        metrics::pod_phase(Phase::RuncCreate, spawned.elapsed());
         let stop_signal = record::signal_from_cri(config.stop_signal)
             .or_else(|| record::parse_signal(&image.run_config().stop_signal))
             .unwrap_or(libc::SIGTERM);

@@ -39,6 +39,7 @@ use crate::handlers::HandlerInfo;
 use crate::idmap;
 use crate::ids::Lookup;
 use crate::image::{ImageError, Images};
+use crate::metrics::daemon::{self as metrics, Phase};
 use crate::sandbox::SandboxRecord;
 use crate::store::{Store, StoreError, Table};
 use crius_shim::protocol::{ExitRecord, ShimConfig, read_exit};
@@ -221,12 +222,14 @@ impl Containers {
             }
         }
         let runtime = runtime_of(&record);
+        let started = Instant::now();
         runtime
             .start(&record.id)
             .map_err(|reason| ContainerError::Runtime {
                 id: record.id.clone(),
                 reason,
             })?;
+        metrics::pod_phase(Phase::Start, started.elapsed());
         self.update(&record.id, |r| {
             let now = crate::time::now_nanos();
             match r.state {
@@ -575,7 +578,17 @@ impl Containers {
         let Ok(_held) = lock.try_lock() else {
             return Ok(false);
         };
-        self.observe(&record.id).map(|_| true)
+        let observed = self.observe(&record.id)?;
+        // How long after the shim wrote the exit the watcher has it recorded
+        // (a client's call may have recorded it sooner).
+        let written = std::fs::metadata(record.dir.join(crius_shim::protocol::EXIT_FILE))
+            .and_then(|m| m.modified());
+        if observed.state == ContainerState::Exited
+            && let Ok(lag) = written.map(|w| w.elapsed().unwrap_or_default())
+        {
+            metrics::exit_noticed(lag);
+        }
+        Ok(true)
     }
 
     /// What wakes on exits, for a thread to wait on without holding the

@@ -14,6 +14,7 @@ use super::reference::{Reference, validate_digest};
 use super::registry::{RegistryError, Repository};
 use super::unpack::{self, HashingReader, UnpackError, Usage};
 use super::{ImageError, Images, auth, auth::Credentials, hosts};
+use crate::error::Classify;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -21,6 +22,8 @@ use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use tokio::sync::mpsc::{Receiver, channel};
 
 /// Chunks buffered between the download and the unpacking worker.
@@ -62,14 +65,21 @@ impl Images {
         issued_for: Option<&str>,
     ) -> Result<ImageRecord, ImageError> {
         let mut stored_config = None;
+        let started = Instant::now();
+        let downloaded = Arc::new(AtomicU64::new(0));
         let result = self
-            .pull_image(name, creds, issued_for, &mut stored_config)
+            .pull_image(name, creds, issued_for, &mut stored_config, &downloaded)
             .await;
         if result.is_err()
             && let Some(digest) = stored_config
         {
             self.drop_unreferenced_blob(&digest);
         }
+        crate::metrics::daemon::image_pull(
+            result.as_ref().err().map(Classify::kind),
+            downloaded.load(Ordering::Relaxed),
+            started.elapsed(),
+        );
         result
     }
 
@@ -79,6 +89,7 @@ impl Images {
         creds: &Credentials,
         issued_for: Option<&str>,
         stored_config: &mut Option<String>,
+        downloaded: &Arc<AtomicU64>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(name)?;
         let image = reference.to_string();
@@ -195,6 +206,7 @@ impl Images {
                 compression,
                 diff_id: diff_ids[i].clone(),
                 chain_id: chain_ids[i].clone(),
+                downloaded: downloaded.clone(),
             };
             let (this, repo, creds) = (self.clone(), repo.clone(), creds.clone());
             tasks.spawn(async move { this.ensure_layer(&repo, job, &creds).await });
@@ -407,6 +419,8 @@ impl Images {
             loop {
                 match resp.chunk().await {
                     Ok(Some(chunk)) => {
+                        job.downloaded
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         // A send fails only when the worker gave up; it says why.
                         if tx.send(chunk).await.is_err() {
                             break;
@@ -438,6 +452,8 @@ struct LayerJob {
     compression: Compression,
     diff_id: String,
     chain_id: String,
+    /// Compressed bytes the whole pull downloaded, for the metrics.
+    downloaded: Arc<AtomicU64>,
 }
 
 /// Unpacks `source` (compressed) into `dest`, checking the diff ID, and when

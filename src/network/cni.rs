@@ -8,6 +8,7 @@
 //! fails or outlives its timeout is named in the error.
 
 use super::cni_config::ConfigList;
+use crate::metrics::daemon::PluginOutcome;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -240,7 +241,28 @@ fn plugin_config(
     Value::Object(config)
 }
 
+/// Runs one plugin, timed for the metrics by its type and outcome.
 fn run(
+    list: &ConfigList,
+    plugin: &Value,
+    bin_dirs: &[PathBuf],
+    att: &Attachment,
+    command: &'static str,
+    prev: Option<&Value>,
+) -> Result<Value, CniError> {
+    let started = Instant::now();
+    let result = run_plugin(list, plugin, bin_dirs, att, command, prev);
+    let outcome = match &result {
+        Ok(_) => PluginOutcome::Ok,
+        Err(CniError::Timeout { .. }) => PluginOutcome::Timeout,
+        Err(_) => PluginOutcome::Error,
+    };
+    let kind = plugin["type"].as_str().unwrap_or_default();
+    crate::metrics::daemon::cni_plugin(kind, command, outcome, started.elapsed());
+    result
+}
+
+fn run_plugin(
     list: &ConfigList,
     plugin: &Value,
     bin_dirs: &[PathBuf],

@@ -46,6 +46,8 @@ pub struct Runtime {
     pub cpu_rates: crate::stats::CpuRates,
     /// Streaming URLs and the requests behind them.
     pub streaming: crate::stream::Streaming,
+    /// Where criusd's own metrics are served, for Status.
+    pub metrics: crate::metrics::endpoint::Endpoint,
 }
 
 /// Why the runtime could not start.
@@ -140,6 +142,7 @@ impl Runtime {
             events,
             cpu_rates: Default::default(),
             streaming: Default::default(),
+            metrics: Default::default(),
         })
     }
 
@@ -177,6 +180,33 @@ impl Runtime {
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no exit watcher thread");
+        }
+    }
+
+    /// Pods, containers and live shims, counted from the records for a
+    /// metrics scrape.
+    pub fn live_counts(&self) -> crate::metrics::daemon::LiveCounts {
+        use crate::container::record::ContainerState;
+        let pods = self.sandboxes.list(None);
+        let ready = pods
+            .iter()
+            .filter(|p| p.state == crate::sandbox::SandboxState::Ready)
+            .count() as u64;
+        let containers = self.containers.list(None);
+        let in_state =
+            |state: ContainerState| containers.iter().filter(|c| c.state == state).count() as u64;
+        let shims = containers
+            .iter()
+            .filter(|c| crate::container::shim::is_alive(c.shim_pid))
+            .count() as u64;
+        crate::metrics::daemon::LiveCounts {
+            pods: vec![("ready", ready), ("notready", pods.len() as u64 - ready)],
+            containers: vec![
+                ("created", in_state(ContainerState::Created)),
+                ("running", in_state(ContainerState::Running)),
+                ("exited", in_state(ContainerState::Exited)),
+            ],
+            shims,
         }
     }
 
@@ -271,6 +301,7 @@ impl Runtime {
                 })),
             );
             info.insert("cdi".into(), json(self.containers.cdi().describe()));
+            info.insert("metrics".into(), json(self.metrics.to_json()));
             info.insert(
                 "podCIDRs".into(),
                 json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),

@@ -21,6 +21,7 @@ use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::events::{Event, EventKind, Events};
 use crate::ids::Lookup;
+use crate::metrics::daemon::{self as metrics, Phase};
 use crate::network::bridge::BridgeNetwork;
 use crate::network::pod::{NetworkError, NetworkPlan, PodNetwork, Provider};
 use crate::store::{Store, StoreError, Table};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -297,6 +299,7 @@ impl Sandboxes {
             std::fs::create_dir_all(&config.log_directory)
                 .map_err(|e| fail(format!("log_directory {}: {e}", config.log_directory)))?;
         }
+        let started = Instant::now();
         let namespaces = namespaces::pin(
             dir,
             &PinRequest {
@@ -310,6 +313,7 @@ impl Sandboxes {
             },
         )
         .map_err(|e| fail(format!("namespaces: {e}")))?;
+        metrics::pod_phase(Phase::Namespaces, started.elapsed());
         files::write_hostname(dir, &plan.hostname)
             .map_err(|e| fail(format!("hostname file: {e}")))?;
         files::write_hosts(dir, &plan.hostname, plan.host_network)
@@ -331,17 +335,20 @@ impl Sandboxes {
             crius_shim::protocol::write_atomic(&pending, &bytes)
                 .map_err(|e| fail(format!("{}: {e}", pending.display())))?;
         }
-        let pod_network = match (network, &namespaces.network) {
-            (Some(network), Some(netns)) => Some(
-                crate::network::pod::attach(network, id, netns, config).map_err(|source| {
-                    SandboxError::NetworkSetup {
-                        name: plan.name.clone(),
-                        source,
-                    }
-                })?,
-            ),
-            _ => None,
-        };
+        let pod_network =
+            match (network, &namespaces.network) {
+                (Some(network), Some(netns)) => {
+                    let started = Instant::now();
+                    let attached = crate::network::pod::attach(network, id, netns, config)
+                        .map_err(|source| SandboxError::NetworkSetup {
+                            name: plan.name.clone(),
+                            source,
+                        })?;
+                    metrics::pod_phase(Phase::Network, started.elapsed());
+                    Some(attached)
+                }
+                _ => None,
+            };
         let record = SandboxRecord {
             id: id.to_string(),
             name: plan.name.clone(),

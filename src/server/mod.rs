@@ -1,8 +1,9 @@
 //! The gRPC layer: thin adapters from CRI calls to the domain modules.
 //!
 //! Every RPC goes through [`rpc`], which gives it a tracing span (method, object
-//! id), its duration and result code in the log; domain errors become gRPC
-//! statuses in [`to_status`] and nowhere else.
+//! id), its duration and result code in the log and in the metrics (a
+//! streaming call counts when it opens); domain errors become gRPC statuses
+//! in [`to_status`] and nowhere else.
 
 mod containers;
 mod events;
@@ -99,8 +100,19 @@ pub(crate) async fn rpc<T>(
 ) -> Result<Response<T>, Status> {
     let span = tracing::info_span!("rpc", method, id = object);
     let started = Instant::now();
+    let mut unanswered = Unanswered {
+        method,
+        started: Some(started),
+    };
     let result = call.instrument(span.clone()).await;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    unanswered.started = None;
+    let elapsed = started.elapsed();
+    let code = match &result {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    };
+    crate::metrics::daemon::rpc(method, code_name(code), elapsed);
+    let elapsed_ms = elapsed.as_secs_f64() * 1e3;
     span.in_scope(|| match &result {
         Ok(_) => tracing::debug!(code = "Ok", elapsed_ms, "rpc done"),
         Err(s) if s.code() == Code::Unimplemented => {
@@ -109,6 +121,51 @@ pub(crate) async fn rpc<T>(
         Err(s) => tracing::warn!(code = ?s.code(), message = s.message(), elapsed_ms, "rpc failed"),
     });
     result.map(Response::new)
+}
+
+/// Counts a call whose future is dropped before it answers: its deadline
+/// passed (the transport answers `DeadlineExceeded`) or its client left.
+struct Unanswered {
+    method: &'static str,
+    /// `None` once the call answered.
+    started: Option<Instant>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(started) = self.started {
+            let code = if transport::deadline_passed() {
+                Code::DeadlineExceeded
+            } else {
+                Code::Cancelled
+            };
+            crate::metrics::daemon::rpc(self.method, code_name(code), started.elapsed());
+        }
+    }
+}
+
+/// A gRPC code's canonical name, as Prometheus exporters of gRPC servers
+/// label it ("OK", "NotFound", ...).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
 }
 
 /// The answer of every RPC that crius does not implement yet.

@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::UnixListener;
 use tonic::Status;
 use tonic::body::Body;
@@ -59,6 +59,20 @@ pub async fn serve(routes: Routes, listener: UnixListener, shutdown: impl Future
     graceful.shutdown().await;
 }
 
+tokio::task_local! {
+    /// When the call being served must have answered, if its client said.
+    static CALL_DEADLINE: Instant;
+}
+
+/// Whether the deadline of the call this task serves has passed (`false`
+/// without one): a call dropped unanswered was cut short by it, not by
+/// its client going away.
+pub(super) fn deadline_passed() -> bool {
+    CALL_DEADLINE
+        .try_with(|deadline| Instant::now() >= *deadline)
+        .unwrap_or(false)
+}
+
 /// Runs each call under the deadline its client sent.
 #[derive(Clone)]
 struct Deadline<S> {
@@ -94,7 +108,8 @@ where
             let Some(deadline) = deadline else {
                 return call.await;
             };
-            match tokio::time::timeout(deadline, call).await {
+            let by = Instant::now() + deadline;
+            match tokio::time::timeout(deadline, CALL_DEADLINE.scope(by, call)).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::warn!(%method, ?deadline, code = "DeadlineExceeded", "rpc failed");

@@ -260,9 +260,14 @@ fn spawn_with(dir: &Path, extra: &[&str], dropped_caps: &[u32]) -> Child {
         // An operator's /etc/crius/config.toml must not leak into tests, and
         // tests running side by side must not share the built-in network's
         // bridge with separate address stores: tests of it configure their own.
+        // Nor may they contend for the metrics port: each takes a free one.
         let config = dir.join("config.toml");
         if !config.exists() {
-            std::fs::write(&config, "[network.builtin]\nenabled = false\n").unwrap();
+            std::fs::write(
+                &config,
+                "[network.builtin]\nenabled = false\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+            )
+            .unwrap();
         }
         cmd.arg("--config").arg(config);
     }

@@ -3,6 +3,7 @@
 
 mod config_file;
 mod container;
+mod daemon_metrics;
 mod endpoint;
 mod image;
 mod node;
@@ -86,6 +87,8 @@ enum Command {
     Update(container::UpdateArgs),
     /// Print a shell completion script (bash, zsh or fish)
     Completion(CompletionArgs),
+    /// Print criusd's own Prometheus metrics
+    Metrics(daemon_metrics::MetricsArgs),
 }
 
 #[derive(clap::Args)]
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
                 completion(&args);
                 Ok(())
             }
+            Command::Metrics(args) => daemon_metrics::metrics(&settings, args).await,
         }
     });
     match result {
@@ -259,6 +263,7 @@ mod tests {
             "statsp --id p -s 1 -o yaml",
             "events -o yaml",
             "completion bash",
+            "metrics --address 127.0.0.1:9327 crius_rpc",
         ];
         for line in lines {
             let args = [
