@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod idmap;
 pub mod ids;
 pub mod image;
+pub mod metrics;
 pub mod network;
 pub mod runtime;
 pub mod sandbox;

@@ -4,8 +4,10 @@
 //! with the previous one for the same container or pod, so kubelet's
 //! periodic polling yields a rate from its second call on.
 
+pub mod block_device;
 pub mod cgroup;
 pub mod disk;
+pub mod process;
 
 use crate::cri;
 use crate::image::FsUsage;
@@ -153,7 +155,8 @@ pub fn sum(usages: &[CgroupUsage]) -> CgroupUsage {
             rss: memory(&|m| m.rss).unwrap_or(0),
             page_faults: memory(&|m| m.page_faults).unwrap_or(0),
             major_page_faults: memory(&|m| m.major_page_faults).unwrap_or(0),
-            limit: None,
+            cache: memory(&|m| m.cache).unwrap_or(0),
+            ..cgroup::Memory::default()
         }),
         processes: total(&|u| u.processes),
         ..CgroupUsage::default()

@@ -8,6 +8,7 @@ mod image;
 mod node;
 mod output;
 mod pod;
+mod pod_metrics;
 mod stats;
 mod stream;
 
@@ -84,6 +85,10 @@ enum Command {
     Events(node::EventsArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
+    /// List the metric descriptors the runtime serves through the CRI
+    Metricdescs(pod_metrics::MetricDescsArgs),
+    /// List pod sandboxes' metrics (cAdvisor's names, through the CRI)
+    Metricsp(pod_metrics::MetricspArgs),
 }
 
 fn main() -> ExitCode {
@@ -134,6 +139,8 @@ fn main() -> ExitCode {
             Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Events(args) => node::events(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
+            Command::Metricdescs(args) => pod_metrics::metricdescs(&settings, args).await,
+            Command::Metricsp(args) => pod_metrics::metricsp(&settings, args).await,
         }
     });
     match result {
@@ -215,6 +222,8 @@ mod tests {
             "stats -a --pod p --label a=b -s 2 -o json abc",
             "statsp --id p -s 1 -o yaml",
             "events -o yaml",
+            "metricdescs -o yaml",
+            "metricsp -w -o json",
         ];
         for line in lines {
             let args = [
