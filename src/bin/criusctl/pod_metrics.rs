@@ -69,6 +69,17 @@ pub async fn metricsp(
 }
 
 #[derive(Serialize)]
+struct Descriptors<'a> {
+    descriptors: Vec<Descriptor<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodMetricsList<'a> {
+    pod_metrics: Vec<PodMetrics<'a>>,
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor<'a> {
     name: &'a str,
@@ -106,8 +117,8 @@ struct Value {
     value: String,
 }
 
-fn descriptors_json(descriptors: &[cri::MetricDescriptor]) -> serde_json::Value {
-    let descriptors: Vec<Descriptor> = descriptors
+fn descriptors_json(descriptors: &[cri::MetricDescriptor]) -> Descriptors<'_> {
+    let descriptors = descriptors
         .iter()
         .map(|d| Descriptor {
             name: &d.name,
@@ -115,7 +126,7 @@ fn descriptors_json(descriptors: &[cri::MetricDescriptor]) -> serde_json::Value 
             label_keys: &d.label_keys,
         })
         .collect();
-    serde_json::json!({ "descriptors": descriptors })
+    Descriptors { descriptors }
 }
 
 fn metric(m: &cri::Metric) -> Metric<'_> {
@@ -132,8 +143,8 @@ fn metric(m: &cri::Metric) -> Metric<'_> {
     }
 }
 
-fn pod_metrics_json(pods: &[cri::PodSandboxMetrics]) -> serde_json::Value {
-    let pods: Vec<PodMetrics> = pods
+fn pod_metrics_json(pods: &[cri::PodSandboxMetrics]) -> PodMetricsList<'_> {
+    let pod_metrics = pods
         .iter()
         .map(|p| PodMetrics {
             pod_sandbox_id: &p.pod_sandbox_id,
@@ -148,14 +159,18 @@ fn pod_metrics_json(pods: &[cri::PodSandboxMetrics]) -> serde_json::Value {
                 .collect(),
         })
         .collect();
-    serde_json::json!({ "podMetrics": pods })
+    PodMetricsList { pod_metrics }
 }
 
-fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
+/// JSON in the message's field order; YAML with sorted keys (crictl turns
+/// its JSON into YAML through a map).
+fn print<T: Serialize>(value: &T, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        // crictl turns its JSON into YAML through a map: keys come sorted.
-        Format::Yaml => print!("{}", serde_yaml_ng::to_string(&sorted(value.clone()))?),
+        Format::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&sorted(serde_json::to_value(value)?))?
+        ),
     }
     Ok(())
 }
@@ -192,7 +207,19 @@ mod tests {
                 }],
             }],
         }];
-        let json = pod_metrics_json(&pods);
+        let text = serde_json::to_string(&pod_metrics_json(&pods)).unwrap();
+        // protojson's order: the message's field numbers.
+        assert!(
+            text.starts_with(
+                r#"{"podMetrics":[{"podSandboxId":"p1","metrics":[],"containerMetrics""#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"name":"container_memory_rss","timestamp":"0","metricType":"GAUGE""#),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let metric = &json["podMetrics"][0]["containerMetrics"][0]["metrics"][0];
         assert_eq!(json["podMetrics"][0]["podSandboxId"], "p1");
         assert_eq!(json["podMetrics"][0]["metrics"], serde_json::json!([]));
@@ -206,11 +233,12 @@ mod tests {
             "{yaml}"
         );
 
-        let descriptors = descriptors_json(&[cri::MetricDescriptor {
+        let descriptors = serde_json::to_value(descriptors_json(&[cri::MetricDescriptor {
             name: "container_last_seen".into(),
             help: "h".into(),
             label_keys: vec!["container".into()],
-        }]);
+        }]))
+        .unwrap();
         assert_eq!(descriptors["descriptors"][0]["labelKeys"][0], "container");
     }
 }
