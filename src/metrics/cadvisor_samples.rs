@@ -407,6 +407,27 @@ mod tests {
     }
 
     #[test]
+    fn spec_takes_the_resources_in_force_and_drops_unset_or_negative_ones() {
+        let spec = Spec::from_resources(Some(&cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: -1,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 1 << 20,
+            ..Default::default()
+        }));
+        assert_eq!(
+            (
+                spec.cpu_period,
+                spec.cpu_quota,
+                spec.cpu_shares,
+                spec.memory_limit
+            ),
+            (100_000, 0, 512, 1 << 20)
+        );
+        assert_eq!(Spec::from_resources(None).memory_limit, 0);
+    }
+
+    #[test]
     fn pods_report_interfaces_and_pressure_in_seconds() {
         let usage = CgroupUsage {
             cpu_ns: Some(7_900_000_000),
