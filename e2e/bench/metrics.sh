@@ -40,6 +40,10 @@ bench() { # LABEL ENDPOINT DAEMON_PID
 }
 bench crius "$CRIUS" "${PIDS[0]}" | tee "$out"
 bench containerd "$CONTAINERD" "${PIDS[1]}" | tee -a "$out"
+# The pods' parent cgroups, empty once the pods are gone.
+for dir in /sys/fs/cgroup/crius-bench-metrics /sys/fs/cgroup/*/crius-bench-metrics; do
+    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+done
 
 get() { grep "^$1=" "$out" | cut -d= -f2; }
 echo

@@ -25,6 +25,8 @@ fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": "bench", "uid": format!("{name}-uid"), "attempt": 0},
         "log_directory": log_dir.join(name),
+        // As kubelet gives every pod (containerd's pod stats need one).
+        "linux": {"cgroup_parent": format!("/crius-bench-metrics/pod-{name}")},
     }))
     .expect("static config")
 }
