@@ -3,6 +3,7 @@
 //! (references and digests) that the tests read.
 
 mod bench;
+mod bench_metrics;
 mod bench_streams;
 mod big;
 mod catalog;
@@ -83,6 +84,24 @@ enum Command {
         #[arg(long)]
         shim: String,
         /// Prefix of the printed figures
+        #[arg(long)]
+        label: String,
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
+    /// ListPodSandboxMetrics time and the daemon's CPU per call with many
+    /// running pods (each on its own network)
+    BenchMetrics {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        #[arg(long, default_value_t = 20)]
+        calls: usize,
+        #[arg(long)]
+        daemon_pid: u32,
         #[arg(long)]
         label: String,
         #[arg(long)]
@@ -170,6 +189,26 @@ async fn main() -> anyhow::Result<()> {
                 layers * layer_mb
             );
             Ok(())
+        }
+        Command::BenchMetrics {
+            endpoint,
+            image,
+            pods,
+            calls,
+            daemon_pid,
+            label,
+            log_dir,
+        } => {
+            bench_metrics::run(bench_metrics::Options {
+                endpoint,
+                image,
+                pods,
+                calls,
+                daemon_pid,
+                label,
+                log_dir,
+            })
+            .await
         }
         Command::BenchPods {
             endpoint,

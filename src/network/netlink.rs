@@ -30,9 +30,13 @@ use std::path::Path;
 pub struct InterfaceCounters {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 pub struct Netlink {
@@ -176,9 +180,13 @@ impl Netlink {
                         LinkAttribute::IfName(name) => counters.name = name,
                         LinkAttribute::Stats64(stats) => {
                             counters.rx_bytes = stats.rx_bytes;
+                            counters.rx_packets = stats.rx_packets;
                             counters.rx_errors = stats.rx_errors;
+                            counters.rx_dropped = stats.rx_dropped;
                             counters.tx_bytes = stats.tx_bytes;
+                            counters.tx_packets = stats.tx_packets;
                             counters.tx_errors = stats.tx_errors;
+                            counters.tx_dropped = stats.tx_dropped;
                         }
                         _ => {}
                     }

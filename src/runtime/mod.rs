@@ -5,6 +5,7 @@
 
 mod events;
 mod lifecycle;
+mod pod_metrics;
 mod stats;
 
 pub use lifecycle::PodError;

@@ -65,7 +65,12 @@ impl Runtime {
     /// The container's stats and its cgroup usage (for its pod's sum).
     fn measure_container(&self, record: &ContainerRecord) -> (cri::ContainerStats, CgroupUsage) {
         let now = crate::time::now_nanos();
-        let usage = stats::cgroup::read(&self.cgroups, &record.cgroup.relative).unwrap_or_default();
+        let usage = stats::cgroup::read(
+            &self.cgroups,
+            &record.cgroup.relative,
+            stats::cgroup::Detail::Summary,
+        )
+        .unwrap_or_default();
         let writable_layer = self.images.writable_layer(&record.id).map(|dir| {
             let mountpoint = self.images.rootfs_root().display().to_string();
             stats::filesystem(now, &mountpoint, stats::disk::usage(&dir))
@@ -107,7 +112,9 @@ impl Runtime {
         let usage = self
             .cgroups
             .pod(parent)
-            .and_then(|relative| stats::cgroup::read(&self.cgroups, &relative))
+            .and_then(|relative| {
+                stats::cgroup::read(&self.cgroups, &relative, stats::cgroup::Detail::Summary)
+            })
             .unwrap_or_else(|| stats::sum(&usages));
         // Host-network pods have no interfaces of their own to report.
         let network = sandbox

@@ -8,6 +8,7 @@
 mod containers;
 mod events;
 mod image_service;
+mod pod_metrics;
 mod runtime_service;
 mod stats;
 mod transport;

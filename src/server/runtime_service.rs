@@ -2,7 +2,9 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{BoxStream, CriService, containers, events, rpc, stats, to_status, unimplemented};
+use super::{
+    BoxStream, CriService, containers, events, pod_metrics, rpc, stats, to_status, unimplemented,
+};
 use crate::cri::{self, runtime_service_server::RuntimeService};
 use crate::runtime::PodError;
 use tonic::{Request, Response, Status};
@@ -378,21 +380,21 @@ impl RuntimeService for CriService {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
-        unimplemented("ListMetricDescriptors").await
+        pod_metrics::descriptors().await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
-        unimplemented("ListPodSandboxMetrics").await
+        pod_metrics::list(self).await
     }
 
     async fn stream_pod_sandbox_metrics(
         &self,
         _: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
-        unimplemented("StreamPodSandboxMetrics").await
+        pod_metrics::stream(self).await
     }
 
     async fn update_pod_sandbox_resources(

@@ -1,11 +1,16 @@
 //! Resource usage for ContainerStats and PodSandboxStats: cgroup counters
 //! (`cgroup`), writable-layer disk use (`disk`), turned into CRI messages.
+//! The CRI metrics (`crate::metrics`) read the same sources, with the
+//! processes' open descriptors (`process`) and device names
+//! (`block_device`).
 //! CPU rates (`usage_nano_cores`) need two samples: each call is compared
 //! with the previous one for the same container or pod, so kubelet's
 //! periodic polling yields a rate from its second call on.
 
+pub mod block_device;
 pub mod cgroup;
 pub mod disk;
+pub mod process;
 
 use crate::cri;
 use crate::image::FsUsage;
@@ -147,13 +152,16 @@ pub fn sum(usages: &[CgroupUsage]) -> CgroupUsage {
         |get: &dyn Fn(&cgroup::Memory) -> u64| total(&|u: &CgroupUsage| u.memory.as_ref().map(get));
     CgroupUsage {
         cpu_ns: total(&|u| u.cpu_ns),
+        cpu_user_ns: total(&|u| u.cpu_user_ns),
+        cpu_system_ns: total(&|u| u.cpu_system_ns),
         memory: memory(&|m| m.usage).map(|usage| cgroup::Memory {
             usage,
             working_set: memory(&|m| m.working_set).unwrap_or(0),
             rss: memory(&|m| m.rss).unwrap_or(0),
             page_faults: memory(&|m| m.page_faults).unwrap_or(0),
             major_page_faults: memory(&|m| m.major_page_faults).unwrap_or(0),
-            limit: None,
+            cache: memory(&|m| m.cache).unwrap_or(0),
+            ..cgroup::Memory::default()
         }),
         processes: total(&|u| u.processes),
         ..CgroupUsage::default()

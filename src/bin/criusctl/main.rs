@@ -9,6 +9,7 @@ mod image;
 mod node;
 mod output;
 mod pod;
+mod pod_metrics;
 mod stats;
 mod stream;
 
@@ -89,6 +90,10 @@ enum Command {
     Completion(CompletionArgs),
     /// Print criusd's own Prometheus metrics
     Metrics(daemon_metrics::MetricsArgs),
+    /// List the metric descriptors the runtime serves through the CRI
+    Metricdescs(pod_metrics::MetricDescsArgs),
+    /// List pod sandboxes' metrics (cAdvisor's names, through the CRI)
+    Metricsp(pod_metrics::MetricspArgs),
 }
 
 #[derive(clap::Args)]
@@ -181,6 +186,8 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Metrics(args) => daemon_metrics::metrics(&settings, args).await,
+            Command::Metricdescs(args) => pod_metrics::metricdescs(&settings, args).await,
+            Command::Metricsp(args) => pod_metrics::metricsp(&settings, args).await,
         }
     });
     match result {
@@ -264,6 +271,8 @@ mod tests {
             "events -o yaml",
             "completion bash",
             "metrics --address 127.0.0.1:9327 crius_rpc",
+            "metricdescs -o yaml",
+            "metricsp -w -o json",
         ];
         for line in lines {
             let args = [
