@@ -20,6 +20,12 @@ bench_setup() {
 }
 
 bench_cleanup() {
+    # Pods a failed run left are removed through their runtime while it still
+    # runs: containerd's pause processes, namespaces and CNI rules would
+    # otherwise outlive it.
+    for endpoint in ${CRIUS:-} ${CONTAINERD:-}; do
+        timeout 300 "$CTL" -r "$endpoint" -t 1m rmp -f --all >/dev/null 2>&1 || true
+    done
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done

@@ -111,7 +111,6 @@ fn median(mut times: Vec<f64>) -> f64 {
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {
-    let label = &options.label;
     // Start the pods ten at a time.
     let mut ids = Vec::new();
     for first in (0..options.pods).step_by(10) {
@@ -133,6 +132,25 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut rt = client(&options.endpoint).await?;
+    // The pods go whatever the measurement did: a runtime's pause
+    // processes, namespaces and CNI rules must not outlive the benchmark.
+    let measured = measure(&options, &mut rt).await;
+    for id in &ids {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await?;
+    }
+    measured
+}
+
+/// Times `options.calls` scrapes of the running pods and prints the figures.
+async fn measure(options: &Options, rt: &mut RuntimeServiceClient<Channel>) -> anyhow::Result<()> {
+    let label = &options.label;
     let implemented = match rt
         .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
         .await
@@ -187,15 +205,5 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         "{label}.daemon_cpu_ms_per_scrape={:.1}",
         ticks as f64 * 1e3 / hz / options.calls.max(1) as f64
     );
-    for id in &ids {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await?;
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await?;
-    }
     Ok(())
 }
