@@ -23,7 +23,10 @@ set -e
 
 # port-forward on a free local port; only loopback is contacted.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-crictl port-forward "$pod" "$port:80" >"$CRICTL_TMP/pf.out" 2>&1 &
+# The binary itself in the background (not the crictl function, whose
+# subshell would be what $! names), so killing $forwarder stops it.
+"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT" --timeout 10s \
+    port-forward "$pod" "$port:80" >"$CRICTL_TMP/pf.out" 2>&1 &
 forwarder=$!
 trap 'kill $forwarder 2>/dev/null || true' EXIT
 body=

@@ -58,7 +58,9 @@ start_crius() {
         config=$dir/config.toml
         printf '[network.builtin]\nenabled = false\n' >"$config"
     fi
-    "$BIN/criusd" --config "$config" --listen "$dir/crius.sock" --root "$dir/root" \
+    # setsid: a Ctrl-C reaches the script, whose cleanup still needs the
+    # daemons to remove their pods, not the daemons themselves.
+    setsid "$BIN/criusd" --config "$config" --listen "$dir/crius.sock" --root "$dir/root" \
         --state "$dir/state" --log-level warn >"$dir/log" 2>&1 </dev/null &
     PIDS+=($!)
     CRIUS=unix://$dir/crius.sock
@@ -104,7 +106,7 @@ state = "$dir/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$dir/net.d"
 TOML
-    containerd --config "$dir/config.toml" >"$dir/log" 2>&1 </dev/null &
+    setsid containerd --config "$dir/config.toml" >"$dir/log" 2>&1 </dev/null &
     PIDS+=($!)
     CONTAINERD=unix://$dir/containerd.sock
     wait_socket "$dir/containerd.sock"
