@@ -57,7 +57,16 @@ async fn start_pod(
     image: &str,
     log_dir: &std::path::Path,
 ) -> anyhow::Result<String> {
-    let pod = pod_config(name, log_dir);
+    run_pod(rt, pod_config(name, log_dir), container_config(image)).await
+}
+
+/// Runs `pod` with one container made from `container` and started;
+/// returns the pod id. Shared by the benchmarks.
+pub(crate) async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: cri::PodSandboxConfig,
+    container: cri::ContainerConfig,
+) -> anyhow::Result<String> {
     let pod_id = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod.clone()),
@@ -70,7 +79,7 @@ async fn start_pod(
     let id = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(image)),
+            config: Some(container),
             sandbox_config: Some(pod),
         })
         .await
@@ -83,7 +92,10 @@ async fn start_pod(
     Ok(pod_id)
 }
 
-async fn remove_pods(rt: &mut RuntimeServiceClient<Channel>, ids: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn remove_pods(
+    rt: &mut RuntimeServiceClient<Channel>,
+    ids: &[String],
+) -> anyhow::Result<()> {
     for id in ids {
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: id.clone(),

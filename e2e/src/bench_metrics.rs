@@ -53,30 +53,7 @@ async fn start_pod(
     log_dir: &std::path::Path,
 ) -> anyhow::Result<String> {
     let mut rt = client(endpoint).await?;
-    let pod = pod_config(name, log_dir);
-    let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .context("RunPodSandbox")?
-        .into_inner()
-        .pod_sandbox_id;
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(image)),
-            sandbox_config: Some(pod),
-        })
-        .await
-        .context("CreateContainer")?
-        .into_inner()
-        .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: id })
-        .await
-        .context("StartContainer")?;
-    Ok(pod_id)
+    crate::bench::run_pod(&mut rt, pod_config(name, log_dir), container_config(image)).await
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -135,16 +112,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     // The pods go whatever the measurement did: a runtime's pause
     // processes, namespaces and CNI rules must not outlive the benchmark.
     let measured = measure(&options, &mut rt).await;
-    for id in &ids {
-        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await?;
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await?;
-    }
+    crate::bench::remove_pods(&mut rt, &ids).await?;
     measured
 }
 
