@@ -76,6 +76,9 @@ pub struct RuntimeSection {
     pub image_volumes_noexec: bool,
     /// CDI spec directories; a later one overrides an earlier one's device.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// Exec and ExecSync through `<runtime> exec` even where criusd can
+    /// enter the container itself.
+    pub exec_in_runtime: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,8 +29,23 @@ async fn runtime(
     Ok(crius::client::runtime_client(channel))
 }
 
+/// Where one exec's time went (ms): the Exec call (with its gRPC
+/// connection), the SPDY upgrade, and the streams until the exit status.
+#[derive(Default, Clone, Copy)]
+struct Phases {
+    rpc: f64,
+    upgrade: f64,
+    streams: f64,
+}
+
 /// Runs `cmd` over SPDY (v4); returns the bytes on stdout.
 async fn exec(opts: &Options, cmd: &[&str]) -> anyhow::Result<usize> {
+    exec_timed(opts, cmd).await.map(|(out, _)| out)
+}
+
+async fn exec_timed(opts: &Options, cmd: &[&str]) -> anyhow::Result<(usize, Phases)> {
+    let started = Instant::now();
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
     let url = runtime(&opts.endpoint)
         .await?
         .exec(cri::ExecRequest {
@@ -42,7 +57,11 @@ async fn exec(opts: &Options, cmd: &[&str]) -> anyhow::Result<usize> {
         .await?
         .into_inner()
         .url;
+    let rpc = ms(started);
+    let upgrading = Instant::now();
     let (mut conn, _) = client::connect(&url, "v4.channel.k8s.io").await?;
+    let upgrade = ms(upgrading);
+    let streaming = Instant::now();
     let error = conn.open(&[("streamtype", "error")]).await?;
     let stdout = conn.open(&[("streamtype", "stdout")]).await?;
     let (mut out, mut status) = (0usize, Vec::new());
@@ -69,7 +88,15 @@ async fn exec(opts: &Options, cmd: &[&str]) -> anyhow::Result<usize> {
     if !status.is_empty() && !String::from_utf8_lossy(&status).contains("Success") {
         bail!("{cmd:?}: {}", String::from_utf8_lossy(&status));
     }
-    Ok(out)
+    let streams = ms(streaming);
+    Ok((
+        out,
+        Phases {
+            rpc,
+            upgrade,
+            streams,
+        },
+    ))
 }
 
 /// One port-forward connection fetching `path`; returns the bytes read.
@@ -134,15 +161,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     // Warm up: the first exec pays for things later ones share.
     exec(&opts, &["echo", "hi"]).await.context("a first exec")?;
     let mut times = Vec::new();
+    let mut phases = Vec::new();
     for _ in 0..opts.runs {
         let started = Instant::now();
-        let out = exec(&opts, &["echo", "hi"]).await?;
+        let (out, phase) = exec_timed(&opts, &["echo", "hi"]).await?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
+        phases.push(phase);
         if out != 3 {
             bail!("echo hi gave {out} bytes");
         }
     }
     println!("{label}.exec_round_trip_median_ms={:.1}", median(times));
+    let part = |f: fn(&Phases) -> f64| median(phases.iter().map(f).collect());
+    println!(
+        "{label}.exec_phases_median_ms=call {:.1}, upgrade {:.1}, streams to exit {:.1}",
+        part(|p| p.rpc),
+        part(|p| p.upgrade),
+        part(|p| p.streams)
+    );
 
     let mut rates = Vec::new();
     for _ in 0..3 {

@@ -1,7 +1,10 @@
-//! ExecSync: a command run in a running container through `<runtime>
-//! exec`, its output collected (bounded), killed when its timeout expires.
+//! ExecSync: a command run in a running container, its output collected
+//! (bounded), killed when its timeout expires; and the start of an exec's
+//! process, by criusd itself (`enter`) or through `<runtime> exec`.
 
+use super::enter::{self, Streams};
 use super::{ContainerError, ContainerRecord, ContainerState, runtime_of};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,43 +23,29 @@ pub struct ExecOutput {
 
 /// Runs `cmd` in the container; `timeout` of `None` waits forever. On
 /// timeout the process is killed and the error is `DeadlineExceeded`, which
-/// kubelet reads as a probe timeout.
+/// kubelet reads as a probe timeout. `enters_itself`: see
+/// `Containers::enters_itself`.
 pub async fn exec_sync(
     record: &ContainerRecord,
     cmd: Vec<String>,
     timeout: Option<Duration>,
+    enters_itself: bool,
 ) -> Result<ExecOutput, ContainerError> {
-    if cmd.is_empty() {
-        return Err(ContainerError::Invalid("cmd is empty".into()));
-    }
-    if record.state != ContainerState::Running {
-        return Err(ContainerError::Precondition(format!(
-            "container {} is not running",
-            record.id
-        )));
-    }
-    let runtime_error = |reason: String| ContainerError::Runtime {
-        id: record.id.clone(),
-        reason,
+    let streams = Streams {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        tty: false,
     };
-    let tag = &crate::ids::new_id()[..12];
-    let files = ExecFiles::new(&record.dir, tag);
-    let (pid_file, log_file) = (&files.pid, &files.log);
-    exec_process_file(&record.dir, &cmd, false, &files.process).map_err(runtime_error)?;
-    let runtime = runtime_of(record);
-    let mut command = exec_command(record, &files, false);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
-        .map_err(|e| runtime_error(format!("cannot run {}: {e}", runtime.binary.display())))?;
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
+    let mut process = ExecProcess::start(record, &cmd, streams, enters_itself)?;
+    let stdout = process.child.stdout.take().expect("piped");
+    let stderr = process.child.stderr.take().expect("piped");
     let run = async {
-        let (out, err, status) =
-            tokio::join!(read_bounded(stdout), read_bounded(stderr), child.wait());
+        let (out, err, status) = tokio::join!(
+            read_bounded(stdout),
+            read_bounded(stderr),
+            process.child.wait()
+        );
         (out, err, status)
     };
     let result = match timeout {
@@ -66,9 +55,9 @@ pub async fn exec_sync(
     let (stdout, stderr, status) = match result {
         Ok(done) => done,
         Err(_) => {
-            kill_exec(pid_file);
-            // runc exits once its process is gone.
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            process.kill();
+            // The relay or runc exits once its process is gone.
+            let _ = tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
             return Err(ContainerError::Timeout(format!(
                 "command {cmd:?} in container {} timed out after {}s",
                 record.id,
@@ -76,31 +65,186 @@ pub async fn exec_sync(
             )));
         }
     };
-    let status = status.map_err(|e| runtime_error(format!("waiting for exec: {e}")))?;
-    if let Some(message) = runtime_failure(log_file) {
-        return Err(runtime_error(format!("exec {cmd:?} failed: {message}")));
-    }
-    use std::os::unix::process::ExitStatusExt;
-    let exit_code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(255);
+    let status = status.map_err(|e| ContainerError::Runtime {
+        id: record.id.clone(),
+        reason: format!("waiting for exec: {e}"),
+    })?;
     Ok(ExecOutput {
         stdout,
         stderr,
-        exit_code,
+        exit_code: process.exit_code(status, &cmd)?,
     })
 }
 
+/// An exec's process, started by criusd itself (`enter`) or through
+/// `<runtime> exec`.
+pub(super) struct ExecProcess {
+    /// The relay or the runtime: its exit status is the process's.
+    pub child: tokio::process::Child,
+    /// The terminal's master end, with `tty`.
+    pub terminal: Option<std::fs::File>,
+    id: String,
+    how: How,
+}
+
+enum How {
+    Entered,
+    Runtime(ExecFiles),
+}
+
+impl ExecProcess {
+    pub(super) fn start(
+        record: &ContainerRecord,
+        cmd: &[String],
+        streams: Streams,
+        enters_itself: bool,
+    ) -> Result<ExecProcess, ContainerError> {
+        if cmd.is_empty() {
+            return Err(ContainerError::Invalid("cmd is empty".into()));
+        }
+        if record.state != ContainerState::Running {
+            return Err(ContainerError::Precondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let runtime_error = |reason: String| ContainerError::Runtime {
+            id: record.id.clone(),
+            reason,
+        };
+        if enters_itself {
+            let entry = enter::prepare(record).map_err(|reason| {
+                if crate::sandbox::namespaces::is_alive(record.init_pid) {
+                    runtime_error(reason)
+                } else {
+                    ContainerError::Precondition(format!(
+                        "container {} is not running: {reason}",
+                        record.id
+                    ))
+                }
+            })?;
+            match entry {
+                Ok(entry) => {
+                    let entered = enter::spawn(entry, cmd, streams)
+                        .map_err(|e| runtime_error(format!("exec {cmd:?} failed: {e}")))?;
+                    return Ok(ExecProcess {
+                        child: entered.child,
+                        terminal: entered.terminal,
+                        id: record.id.clone(),
+                        how: How::Entered,
+                    });
+                }
+                Err(why) => tracing::debug!(
+                    container = %record.id,
+                    why = %why.0,
+                    "exec through the runtime"
+                ),
+            }
+        }
+        Self::start_in_runtime(record, cmd, streams).map_err(runtime_error)
+    }
+
+    /// `<runtime> exec`; with a terminal, criusd opens a pty and makes it
+    /// the controlling terminal of `<runtime> exec -t`, which gives the
+    /// process a terminal of its own and relays between the two (in raw
+    /// mode, so Ctrl-C reaches the process); a resize of criusd's pty
+    /// reaches the runtime as SIGWINCH.
+    fn start_in_runtime(
+        record: &ContainerRecord,
+        cmd: &[String],
+        streams: Streams,
+    ) -> Result<ExecProcess, String> {
+        let tag = &crate::ids::new_id()[..12];
+        let files = ExecFiles::new(&record.dir, tag);
+        exec_process_file(&record.dir, cmd, streams.tty, &files.process)?;
+        let runtime = runtime_of(record);
+        let mut command = exec_command(record, &files, streams.tty);
+        command.kill_on_drop(true);
+        let mut terminal = None;
+        if streams.tty {
+            let pty = nix::pty::openpty(None, None).map_err(|e| format!("opening a terminal: {e}"))?;
+            let slave = pty.slave;
+            let slave_fd = slave.as_raw_fd();
+            let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
+            command
+                .stdin(dup(&slave)?)
+                .stdout(dup(&slave)?)
+                .stderr(dup(&slave)?);
+            // SAFETY: setsid and ioctl only, between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            terminal = Some(std::fs::File::from(pty.master));
+        } else {
+            let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
+            command
+                .stdin(piped(streams.stdin))
+                .stdout(piped(streams.stdout))
+                .stderr(piped(streams.stderr));
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", runtime.binary.display()))?;
+        Ok(ExecProcess {
+            child,
+            terminal,
+            id: record.id.clone(),
+            how: How::Runtime(files),
+        })
+    }
+
+    /// Kills the process (not only the relay or runtime).
+    pub(super) fn kill(&self) {
+        match &self.how {
+            How::Entered => {
+                if let Some(pid) = self.child.id() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+            }
+            How::Runtime(files) => kill_exec(&files.pid),
+        }
+    }
+
+    /// The process's exit code from its relay's or runtime's status, or
+    /// the runtime's own failure to run it.
+    pub(super) fn exit_code(
+        &self,
+        status: std::process::ExitStatus,
+        cmd: &[String],
+    ) -> Result<i32, ContainerError> {
+        if let How::Runtime(files) = &self.how
+            && let Some(message) = runtime_failure(&files.log)
+        {
+            return Err(ContainerError::Runtime {
+                id: self.id.clone(),
+                reason: format!("exec {cmd:?} failed: {message}"),
+            });
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(255))
+    }
+}
+
 /// The files of one exec under the container's dir, removed when dropped.
-pub(super) struct ExecFiles {
+struct ExecFiles {
     pub process: PathBuf,
     pub pid: PathBuf,
     pub log: PathBuf,
 }
 
 impl ExecFiles {
-    pub(super) fn new(dir: &Path, tag: &str) -> ExecFiles {
+    fn new(dir: &Path, tag: &str) -> ExecFiles {
         ExecFiles {
             process: dir.join(format!("exec-{tag}.json")),
             pid: dir.join(format!("exec-{tag}.pid")),
@@ -119,7 +263,7 @@ impl Drop for ExecFiles {
 
 /// `<runtime> exec` of the process in `files` in the container (with a
 /// terminal of its own for `tty`), its pid and errors into `files`.
-pub(super) fn exec_command(
+fn exec_command(
     record: &ContainerRecord,
     files: &ExecFiles,
     tty: bool,
@@ -147,7 +291,7 @@ pub(super) fn exec_command(
 
 /// Writes to `path` the container's process spec with `cmd` as its args
 /// (its user, env, cwd, capabilities and the rest stay the container's).
-pub(super) fn exec_process_file(
+fn exec_process_file(
     bundle: &Path,
     cmd: &[String],
     tty: bool,
@@ -164,7 +308,7 @@ pub(super) fn exec_process_file(
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-pub(super) fn kill_exec(pid_file: &Path) {
+fn kill_exec(pid_file: &Path) {
     let pid = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
@@ -177,7 +321,7 @@ pub(super) fn kill_exec(pid_file: &Path) {
 }
 
 /// The runtime's own error, if it failed to run the command at all.
-pub(super) fn runtime_failure(log: &Path) -> Option<String> {
+fn runtime_failure(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -19,6 +19,7 @@ pub mod apparmor;
 pub mod cdi;
 mod create;
 pub mod devices;
+pub mod enter;
 pub mod exec;
 pub mod exits;
 pub mod mounts;
@@ -108,6 +109,8 @@ pub struct ContainerPolicy {
     pub image_volumes_noexec: bool,
     /// `runtime.cdi_spec_dirs`.
     pub cdi_spec_dirs: Vec<PathBuf>,
+    /// `runtime.exec_in_runtime`.
+    pub exec_in_runtime: bool,
 }
 
 pub struct Containers {
@@ -124,6 +127,8 @@ pub struct Containers {
     absent_sources: mounts::AbsentSources,
     /// `runtime.image_volumes_noexec`.
     image_volumes_noexec: bool,
+    /// `runtime.exec_in_runtime`.
+    exec_in_runtime: bool,
     /// CDI spec files, re-read when their dirs change.
     cdi: cdi::Registry,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
@@ -150,6 +155,7 @@ impl Containers {
             absent_sources,
             image_volumes_noexec,
             cdi_spec_dirs,
+            exec_in_runtime,
         } = policy;
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -172,6 +178,7 @@ impl Containers {
             oom_score_adj_floor: oom_score_adj_floor(),
             absent_sources,
             image_volumes_noexec,
+            exec_in_runtime,
             cdi: cdi::Registry::new(cdi_spec_dirs),
             records: RwLock::new(records),
             names: Mutex::new(names),
@@ -184,6 +191,12 @@ impl Containers {
         };
         containers.recover();
         Ok(containers)
+    }
+
+    /// Whether criusd starts exec'd processes in `record` itself
+    /// (`enter`) rather than through `<runtime> exec`.
+    pub fn enters_itself(&self, record: &ContainerRecord) -> bool {
+        !self.exec_in_runtime && enter::runtime_allows(&record.runtime)
     }
 
     /// The CDI spec registry (for Status).

@@ -75,6 +75,11 @@ const ALL_NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities' names without `CAP_`, each at its number.
+pub fn capability_names() -> &'static [&'static str] {
+    ALL_NAMES
+}
+
 /// "NET_ADMIN", "CAP_NET_ADMIN", "net_admin" → the capability.
 pub fn parse_capability(name: &str, field: &str) -> Result<Capability, ContainerError> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {

@@ -3,21 +3,18 @@
 //! holds). The transport (SPDY, WebSocket; `crate::stream`) hands over
 //! channels; what flows through them is the same whatever it is.
 //!
-//! Exec without a terminal runs `<runtime> exec` with pipes, as ExecSync
-//! does. With a terminal, criusd opens a pty and makes it the controlling
-//! terminal of `<runtime> exec -t`, which gives the process a terminal of
-//! its own and relays between the two (in raw mode, so Ctrl-C reaches the
-//! process); a resize of criusd's pty reaches the runtime as SIGWINCH, and
-//! the runtime resizes the process's terminal. Either way the runtime
-//! returns the process's exit code, and a client that goes away has the
-//! process killed.
+//! Exec starts its process as ExecSync does (`exec::ExecProcess`: criusd
+//! itself, or `<runtime> exec`), with pipes or a terminal whose master end
+//! criusd holds: resizes set its size, which the process sees as SIGWINCH.
+//! The exit code comes back through the relay or the runtime, and a client
+//! that goes away has the process killed.
 
-use super::exec::{exec_process_file, kill_exec, runtime_failure};
-use super::{ContainerError, ContainerRecord, ContainerState, runtime_of};
+use super::enter::Streams;
+use super::exec::ExecProcess;
+use super::{ContainerError, ContainerRecord, ContainerState};
 use bytes::Bytes;
 use crius_shim::attach;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Stdio;
+use std::os::fd::AsRawFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,26 +50,14 @@ fn running(record: &ContainerRecord) -> Result<(), ContainerError> {
 }
 
 /// Runs `cmd` in the container with its stdio streamed over `io`.
+/// `enters_itself`: see `Containers::enters_itself`.
 pub async fn exec(
     record: &ContainerRecord,
     cmd: &[String],
     tty: bool,
     io: ProcessIo,
+    enters_itself: bool,
 ) -> Result<Ended, ContainerError> {
-    running(record)?;
-    if cmd.is_empty() {
-        return Err(ContainerError::Invalid("cmd is empty".into()));
-    }
-    let runtime_error = |reason: String| ContainerError::Runtime {
-        id: record.id.clone(),
-        reason,
-    };
-    let tag = &crate::ids::new_id()[..12];
-    let files = super::exec::ExecFiles::new(&record.dir, tag);
-    exec_process_file(&record.dir, cmd, tty, &files.process).map_err(runtime_error)?;
-    let runtime = runtime_of(record);
-    let mut command = super::exec::exec_command(record, &files, tty);
-    command.kill_on_drop(true);
     let ProcessIo {
         stdin,
         stdout,
@@ -80,85 +65,45 @@ pub async fn exec(
         resize,
         gone,
     } = io;
+    let streams = Streams {
+        stdin: stdin.is_some(),
+        stdout: stdout.is_some(),
+        stderr: stderr.is_some(),
+        tty,
+    };
+    let mut process = ExecProcess::start(record, cmd, streams, enters_itself)?;
+    let runtime_error = |reason: String| ContainerError::Runtime {
+        id: record.id.clone(),
+        reason,
+    };
     let mut pumps = tokio::task::JoinSet::new();
-    let mut child = if tty {
-        let pty = nix::pty::openpty(None, None)
-            .map_err(|e| runtime_error(format!("opening a terminal: {e}")))?;
-        let slave = pty.slave;
-        let slave_fd = slave.as_raw_fd();
-        let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
-        command
-            .stdin(dup(&slave).map_err(|e| runtime_error(e.to_string()))?)
-            .stdout(dup(&slave).map_err(|e| runtime_error(e.to_string()))?)
-            .stderr(dup(&slave).map_err(|e| runtime_error(e.to_string()))?);
-        // SAFETY: setsid and ioctl only, between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| runtime_error(format!("cannot run {}: {e}", runtime.binary.display())))?;
-        drop(slave);
-        let master = std::fs::File::from(pty.master);
-        let reader = tokio::fs::File::from_std(
-            master
-                .try_clone()
-                .map_err(|e| runtime_error(e.to_string()))?,
-        );
+    if let Some(master) = process.terminal.take() {
+        let clone = |f: &std::fs::File| f.try_clone().map_err(|e| runtime_error(e.to_string()));
         if let Some(resize) = resize {
-            let fd = master
-                .try_clone()
-                .map_err(|e| runtime_error(e.to_string()))?;
-            pumps.spawn(apply_resizes(resize, fd));
+            pumps.spawn(apply_resizes(resize, clone(&master)?));
+        }
+        if let Some(stdout) = stdout {
+            pumps.spawn(copy_out(tokio::fs::File::from_std(clone(&master)?), stdout));
         }
         if let Some(stdin) = stdin {
             pumps.spawn(copy_in(stdin, tokio::fs::File::from_std(master)));
         }
-        if let Some(stdout) = stdout {
-            pumps.spawn(copy_out(reader, stdout));
-        }
-        child
     } else {
-        command
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(if stdout.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stderr(if stderr.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = command
-            .spawn()
-            .map_err(|e| runtime_error(format!("cannot run {}: {e}", runtime.binary.display())))?;
-        if let (Some(rx), Some(pipe)) = (stdin, child.stdin.take()) {
+        if let (Some(rx), Some(pipe)) = (stdin, process.child.stdin.take()) {
             pumps.spawn(copy_in(rx, pipe));
         }
-        if let (Some(tx), Some(pipe)) = (stdout, child.stdout.take()) {
+        if let (Some(tx), Some(pipe)) = (stdout, process.child.stdout.take()) {
             pumps.spawn(copy_out(pipe, tx));
         }
-        if let (Some(tx), Some(pipe)) = (stderr, child.stderr.take()) {
+        if let (Some(tx), Some(pipe)) = (stderr, process.child.stderr.take()) {
             pumps.spawn(copy_out(pipe, tx));
         }
-        child
-    };
+    }
     let status = tokio::select! {
-        status = child.wait() => status,
+        status = process.child.wait() => status,
         _ = gone => {
-            kill_exec(&files.pid);
-            let _ = child.kill().await;
+            process.kill();
+            let _ = process.child.kill().await;
             pumps.abort_all();
             return Ok(Ended::ClientGone);
         }
@@ -177,16 +122,7 @@ pub async fn exec(
     } else {
         drain.await;
     }
-    if let Some(message) = runtime_failure(&files.log) {
-        return Err(runtime_error(format!("exec {cmd:?} failed: {message}")));
-    }
-    use std::os::unix::process::ExitStatusExt;
-    Ok(Ended::Exited(
-        status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(255),
-    ))
+    Ok(Ended::Exited(process.exit_code(status, cmd)?))
 }
 
 /// Attaches `io` to the container's stdio, held by its shim; returns once

@@ -15,7 +15,6 @@
 use super::overlay::{self, Overlay};
 use super::rootfs::{self, Lease};
 use super::{ImageError, Images};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A pod's mount of an image.
@@ -57,32 +56,13 @@ impl ImageVolume {
             return Err(SubPathError::NotRelative);
         }
         let root = std::fs::File::open(&self.root).map_err(SubPathError::Unresolvable)?;
-        let path = crate::idmap::cpath(Path::new(sub_path)).map_err(SubPathError::Unresolvable)?;
-        // SAFETY: open_how is plain integers; all zero is its default.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of
-        // the size passed; the fd returned is ours.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                std::os::fd::AsRawFd::as_raw_fd(&root),
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
+        let fd = crate::resolve::open_in_root(&root, relative, libc::O_PATH).map_err(|e| {
+            match e.raw_os_error() {
                 Some(libc::ENOENT) => SubPathError::Missing,
                 Some(libc::ENOTDIR) => SubPathError::NotDirectory,
                 _ => SubPathError::Unresolvable(e),
-            });
-        }
-        // SAFETY: openat2 returned a new fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+            }
+        })?;
         let link = PathBuf::from(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&fd)

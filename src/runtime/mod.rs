@@ -126,6 +126,7 @@ impl Runtime {
                 },
                 image_volumes_noexec: config.runtime.image_volumes_noexec,
                 cdi_spec_dirs: config.runtime.cdi_spec_dirs.clone(),
+                exec_in_runtime: config.runtime.exec_in_runtime,
             },
         )?;
         // A crash between a pod's removal and its image volumes' leaves

@@ -186,11 +186,15 @@ pub async fn exec_sync(
 ) -> Result<Response<cri::ExecSyncResponse>, Status> {
     let id = request.container_id.clone();
     rpc("ExecSync", &id.clone(), async move {
-        let record = service
-            .blocking(move |rt| rt.containers.observe(&id))
+        let (record, enters_itself) = service
+            .blocking(move |rt| {
+                let record = rt.containers.observe(&id)?;
+                let enters_itself = rt.containers.enters_itself(&record);
+                Ok::<_, ContainerError>((record, enters_itself))
+            })
             .await?;
         let timeout = (request.timeout > 0).then(|| Duration::from_secs(request.timeout as u64));
-        let output = container::exec::exec_sync(&record, request.cmd, timeout)
+        let output = container::exec::exec_sync(&record, request.cmd, timeout, enters_itself)
             .await
             .map_err(to_status)?;
         Ok(cri::ExecSyncResponse {

@@ -53,8 +53,9 @@ pub async fn run(runtime: &Runtime, command: &Command, io: ProcessIo) -> Result<
         .containers
         .observe(&command.container_id)
         .map_err(|e| e.to_string())?;
+    let enters_itself = runtime.containers.enters_itself(&record);
     match &command.cmd {
-        Some(cmd) => streams::exec(&record, cmd, command.tty, io)
+        Some(cmd) => streams::exec(&record, cmd, command.tty, io, enters_itself)
             .await
             .map_err(|e| e.to_string()),
         // An attach ends when the container does; its exit code is the
