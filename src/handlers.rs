@@ -216,9 +216,17 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 /// A crius helper binary: beside the running criusd, else in PATH.
 pub fn helper_binary(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+    // criusd runs from a detached read-only mount of its binary, whose
+    // path says nothing of where it was installed.
+    std::env::var_os(crate::read_only_exe::BINARY_DIR_ENV)
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()?
+                .parent()
+                .map(Path::to_path_buf)
+        })
+        .map(|dir| dir.join(name))
         .filter(|p| p.is_file())
         .or_else(|| find_executable(name))
         .unwrap_or_else(|| PathBuf::from(name))

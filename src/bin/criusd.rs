@@ -91,9 +91,15 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // Before any thread exists; returns only when no re-exec is needed or
+    // possible (then every exec goes through the OCI runtime).
+    let read_only_exe = crius::read_only_exe::reexec(&config.state);
     if let Err(e) = crius::telemetry::init(&config.log_level, config.log_format) {
         eprintln!("criusd: {e}");
         return ExitCode::from(2);
+    }
+    if let Err(reason) = read_only_exe {
+        tracing::warn!(%reason, "criusd's binary is writable: execs go through the OCI runtime");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

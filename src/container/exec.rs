@@ -162,7 +162,8 @@ impl ExecProcess {
         command.kill_on_drop(true);
         let mut terminal = None;
         if streams.tty {
-            let pty = nix::pty::openpty(None, None).map_err(|e| format!("opening a terminal: {e}"))?;
+            let pty =
+                nix::pty::openpty(None, None).map_err(|e| format!("opening a terminal: {e}"))?;
             let slave = pty.slave;
             let slave_fd = slave.as_raw_fd();
             let dup = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(|e| e.to_string());
@@ -181,7 +182,13 @@ impl ExecProcess {
             }
             terminal = Some(std::fs::File::from(pty.master));
         } else {
-            let piped = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
+            let piped = |wanted: bool| {
+                if wanted {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                }
+            };
             command
                 .stdin(piped(streams.stdin))
                 .stdout(piped(streams.stdout))
@@ -263,11 +270,7 @@ impl Drop for ExecFiles {
 
 /// `<runtime> exec` of the process in `files` in the container (with a
 /// terminal of its own for `tty`), its pid and errors into `files`.
-fn exec_command(
-    record: &ContainerRecord,
-    files: &ExecFiles,
-    tty: bool,
-) -> tokio::process::Command {
+fn exec_command(record: &ContainerRecord, files: &ExecFiles, tty: bool) -> tokio::process::Command {
     let runtime = runtime_of(record);
     let mut command = tokio::process::Command::new(&runtime.binary);
     command
@@ -291,12 +294,7 @@ fn exec_command(
 
 /// Writes to `path` the container's process spec with `cmd` as its args
 /// (its user, env, cwd, capabilities and the rest stay the container's).
-fn exec_process_file(
-    bundle: &Path,
-    cmd: &[String],
-    tty: bool,
-    path: &Path,
-) -> Result<(), String> {
+fn exec_process_file(bundle: &Path, cmd: &[String], tty: bool, path: &Path) -> Result<(), String> {
     let config = bundle.join("config.json");
     let bytes = std::fs::read(&config).map_err(|e| format!("{}: {e}", config.display()))?;
     let spec: serde_json::Value =

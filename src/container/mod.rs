@@ -196,7 +196,9 @@ impl Containers {
     /// Whether criusd starts exec'd processes in `record` itself
     /// (`enter`) rather than through `<runtime> exec`.
     pub fn enters_itself(&self, record: &ContainerRecord) -> bool {
-        !self.exec_in_runtime && enter::runtime_allows(&record.runtime)
+        !self.exec_in_runtime
+            && enter::runtime_allows(&record.runtime)
+            && crate::read_only_exe::is_read_only()
     }
 
     /// The CDI spec registry (for Status).

@@ -56,13 +56,14 @@ impl ImageVolume {
             return Err(SubPathError::NotRelative);
         }
         let root = std::fs::File::open(&self.root).map_err(SubPathError::Unresolvable)?;
-        let fd = crate::resolve::open_in_root(&root, relative, libc::O_PATH).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::ENOENT) => SubPathError::Missing,
-                Some(libc::ENOTDIR) => SubPathError::NotDirectory,
-                _ => SubPathError::Unresolvable(e),
-            }
-        })?;
+        let fd =
+            crate::resolve::open_in_root(&root, relative, libc::O_PATH).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::ENOENT) => SubPathError::Missing,
+                    Some(libc::ENOTDIR) => SubPathError::NotDirectory,
+                    _ => SubPathError::Unresolvable(e),
+                }
+            })?;
         let link = PathBuf::from(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&fd)

@@ -260,10 +260,7 @@ unsafe fn enter(prepared: &Prepared, relay: libc::pid_t) -> Result<(), Failure> 
         }
         hand_stdio_to(plan.uid, plan.gid);
         for (resource, limit) in &plan.rlimits {
-            check(
-                libc::setrlimit(*resource as _, limit).into(),
-                Step::Rlimit,
-            )?;
+            check(libc::setrlimit(*resource as _, limit).into(), Step::Rlimit)?;
         }
         if plan.no_new_privs {
             check(

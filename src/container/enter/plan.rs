@@ -123,13 +123,15 @@ pub fn plan(
     config: &[u8],
     home: impl FnOnce(u32) -> Option<String>,
 ) -> Result<Result<Plan, NotHere>, String> {
-    let bundle: Bundle =
-        serde_json::from_slice(config).map_err(|e| format!("config.json: {e}"))?;
+    let bundle: Bundle = serde_json::from_slice(config).map_err(|e| format!("config.json: {e}"))?;
     let process = bundle.process;
     for (present, what) in [
         (process.io_priority.is_some(), "process.ioPriority"),
         (process.scheduler.is_some(), "process.scheduler"),
-        (process.exec_cpu_affinity.is_some(), "process.execCPUAffinity"),
+        (
+            process.exec_cpu_affinity.is_some(),
+            "process.execCPUAffinity",
+        ),
         (bundle.linux.personality.is_some(), "linux.personality"),
     ] {
         if present {
@@ -279,7 +281,10 @@ mod tests {
             .unwrap();
         assert_eq!(plan.env, ["PATH=/bin", "HOME=/home/1000"]);
         assert_eq!(plan.cwd.to_str().unwrap(), "/work");
-        assert_eq!((plan.uid, plan.gid, plan.groups.clone()), (1000, 100, vec![5, 6]));
+        assert_eq!(
+            (plan.uid, plan.gid, plan.groups.clone()),
+            (1000, 100, vec![5, 6])
+        );
         assert_eq!(plan.umask, Some(0o22));
         assert_eq!(
             plan.caps,
@@ -294,7 +299,10 @@ mod tests {
         assert_eq!(plan.rlimits[0].0, libc::RLIMIT_NOFILE as libc::c_int);
         assert_eq!(plan.rlimits[0].1.rlim_max, 4096);
         assert!(plan.no_new_privs);
-        assert_eq!(plan.apparmor.unwrap().to_str().unwrap(), "exec crius-default");
+        assert_eq!(
+            plan.apparmor.unwrap().to_str().unwrap(),
+            "exec crius-default"
+        );
         assert_eq!(plan.oom_score_adj.unwrap().to_str().unwrap(), "1000");
         assert!(plan.selinux.is_none() && plan.seccomp.is_none());
     }
@@ -340,7 +348,9 @@ mod tests {
                 "listenerPath",
             ),
         ] {
-            let why = plan(&config(process, linux), |_| None).unwrap().unwrap_err();
+            let why = plan(&config(process, linux), |_| None)
+                .unwrap()
+                .unwrap_err();
             assert!(why.0.contains(named), "{why:?}");
         }
     }

@@ -67,8 +67,7 @@ pub fn compile(profile: &Profile) -> Result<Result<Bpf, super::plan::NotHere>, S
     }
     let fail = |what: String| move |e: libseccomp::error::SeccompError| format!("{what}: {e}");
     let default = action(&profile.default_action, profile.default_errno_ret)?;
-    let mut filter =
-        ScmpFilterContext::new(default).map_err(fail("seccomp: a filter".into()))?;
+    let mut filter = ScmpFilterContext::new(default).map_err(fail("seccomp: a filter".into()))?;
     // The child sets no_new_privs itself when the spec asks; the program is
     // exported, not loaded by libseccomp.
     filter
@@ -105,11 +104,7 @@ pub fn compile(profile: &Profile) -> Result<Result<Bpf, super::plan::NotHere>, S
                 // Several conditions on one argument mean any of them.
                 conditions
                     .iter()
-                    .try_for_each(|c| {
-                        filter
-                            .add_rule_conditional(act, syscall, &[*c])
-                            .map(|_| ())
-                    })
+                    .try_for_each(|c| filter.add_rule_conditional(act, syscall, &[*c]).map(|_| ()))
             } else {
                 filter
                     .add_rule_conditional(act, syscall, &conditions)

@@ -217,8 +217,14 @@ mod tests {
                 .map(|(_, p)| p.display().to_string())
         };
         assert_eq!(find("").as_deref(), Some("/sys/fs/cgroup/unified"));
-        assert_eq!(find("name=systemd").as_deref(), Some("/sys/fs/cgroup/systemd"));
-        assert_eq!(find("cpu,cpuacct").as_deref(), Some("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            find("name=systemd").as_deref(),
+            Some("/sys/fs/cgroup/systemd")
+        );
+        assert_eq!(
+            find("cpu,cpuacct").as_deref(),
+            Some("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(find("memory").as_deref(), Some("/sys/fs/cgroup/memory"));
         assert_eq!(find("pids"), None);
     }

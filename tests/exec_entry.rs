@@ -1,0 +1,216 @@
+//! Processes criusd starts in containers itself (`container::enter`) are the
+//! processes `runc exec` would start: the same ids, groups, capabilities,
+//! no_new_privs, seccomp, cgroups, namespaces, environment and working dir,
+//! checked against a daemon that execs through runc, for an ordinary, a
+//! hardened non-root and a user-namespaced container. And criusd's binary
+//! cannot be written through the forks it makes.
+
+mod common;
+
+use common::Daemon;
+use common::pods::Pod;
+use serde_json::{Value, json};
+
+/// What a process can see of itself, normalised so that two containers of
+/// the same config print the same.
+const PROBE: &str = r#"
+grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status
+echo "oom $(cat /proc/self/oom_score_adj)"
+sed -e 's/crius-it-[^/]*/DAEMON/' -e 's/crius-[0-9a-f]\{64\}/CONTAINER/' /proc/self/cgroup
+for ns in cgroup ipc mnt net pid user uts; do
+  if [ "$(readlink /proc/self/ns/$ns)" = "$(readlink /proc/1/ns/$ns)" ]; then echo "$ns: the container's"; else echo "$ns: another"; fi
+done
+echo "uid_map $(cat /proc/self/uid_map)"
+echo "cwd $(pwd)"
+echo "umask $(umask)"
+echo "nofile $(ulimit -n)"
+echo "sid is pid: $(awk '{print ($6 == $5) ? "leader" : "not"}' /proc/self/stat)"
+env | grep -v -e '^HOSTNAME=' -e '^SHLVL=' -e '^_=' | sort
+"#;
+
+async fn probe(pod: &Pod, name: &str, overlay: Value) -> String {
+    let mut config = json!({"command": ["sleep", "600"]});
+    common::pods::merge(&mut config, overlay);
+    let id = pod.run(name, config).await;
+    let (code, out, err) = pod.exec(&id, &["sh", "-c", PROBE]).await;
+    assert_eq!(code, 0, "{name}: {err}");
+    out
+}
+
+fn daemon_execing_through_runc() -> Daemon {
+    let tmp = tempfile::Builder::new()
+        .prefix("crius-it-")
+        .tempdir()
+        .unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[runtime]\nexec_in_runtime = true\n").unwrap();
+    let daemon = Daemon::start_in(tmp.path(), &["--config", config.to_str().unwrap()]);
+    // The directory goes when the test's temporary dir does.
+    std::mem::forget(tmp);
+    daemon
+}
+
+fn field<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+        .trim()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn entered_processes_are_what_runc_exec_makes() {
+    let maps = json!([{"host_id": 320000, "container_id": 0, "length": 65536}]);
+    let userns = json!({"linux": {"security_context": {"namespace_options": {
+        "userns_options": {"mode": 0, "uids": maps, "gids": maps}
+    }}}});
+    let hardened = json!({
+        "working_dir": "/tmp",
+        "envs": [{"key": "GREETING", "value": "hello"}],
+        "linux": {
+            "resources": {"oom_score_adj": 700},
+            "security_context": {
+                "run_as_user": {"value": 1000},
+                "run_as_group": {"value": 3000},
+                "supplemental_groups": [4000, 5000],
+                "capabilities": {"add_capabilities": ["NET_ADMIN"],
+                                 "drop_capabilities": ["CHOWN"],
+                                 "add_ambient_capabilities": ["NET_BIND_SERVICE"]},
+                "no_new_privs": true,
+                "seccomp": {"profile_type": 0},
+                "readonly_rootfs": true
+            }
+        }
+    });
+    let mut outputs = Vec::new();
+    for daemon in [Daemon::start(), daemon_execing_through_runc()] {
+        let pod = Pod::new_on(daemon, json!({})).await;
+        let plain = probe(&pod, "plain", json!({})).await;
+        let hard = probe(&pod, "hardened", hardened.clone()).await;
+        let mut sandbox = json!({"metadata": {"name": "userns", "uid": "userns-uid"}});
+        common::pods::merge(&mut sandbox, userns.clone());
+        let sibling = pod.sibling(sandbox).await.unwrap();
+        let id = pod
+            .create_in(&sibling, "userns", json!({"command": ["sleep", "600"]}))
+            .await
+            .unwrap();
+        pod.start(&id).await.unwrap();
+        let (code, user, err) = pod.exec(&id, &["sh", "-c", PROBE]).await;
+        assert_eq!(code, 0, "userns: {err}");
+        outputs.push((plain, hard, user));
+        pod.remove_pod().await;
+    }
+    let (entered, runc) = (&outputs[0], &outputs[1]);
+    assert_eq!(entered.0, runc.0, "a plain container");
+    assert_eq!(entered.1, runc.1, "a hardened container");
+    assert_eq!(entered.2, runc.2, "a user-namespaced container");
+
+    // And they are what the configs asked for.
+    let (plain, hard, user) = entered;
+    for ns in ["cgroup", "ipc", "mnt", "net", "pid", "uts"] {
+        assert!(plain.contains(&format!("{ns}: the container's")), "{plain}");
+    }
+    assert_eq!(field(plain, "Uid:"), "0\t0\t0\t0");
+    assert_eq!(
+        field(plain, "Seccomp:"),
+        "0",
+        "the CRI default is unconfined"
+    );
+    assert_eq!(field(hard, "Uid:"), "1000\t1000\t1000\t1000");
+    assert_eq!(field(hard, "Gid:"), "3000\t3000\t3000\t3000");
+    // The image's groups of uid 1000, then the supplemental ones.
+    assert!(field(hard, "Groups:").ends_with("4000 5000"), "{hard}");
+    assert_eq!(field(hard, "NoNewPrivs:"), "1");
+    assert_eq!(field(hard, "Seccomp:"), "2");
+    // NET_BIND_SERVICE (10) ambient, so also permitted and effective.
+    assert_eq!(field(hard, "CapAmb:"), "0000000000000400");
+    assert_eq!(field(hard, "CapEff:"), "0000000000000400");
+    let bounding = u64::from_str_radix(field(hard, "CapBnd:"), 16).unwrap();
+    assert_eq!(bounding & 1, 0, "CHOWN dropped");
+    assert_ne!(bounding & (1 << 12), 0, "NET_ADMIN added");
+    assert_eq!(field(hard, "oom"), "700");
+    assert_eq!(field(hard, "cwd"), "/tmp");
+    assert!(hard.contains("GREETING=hello"), "{hard}");
+    assert_eq!(field(hard, "sid is pid:"), "leader");
+    assert!(user.contains("user: the container's"), "{user}");
+    assert!(field(user, "uid_map").starts_with('0'), "{user}");
+    assert!(field(user, "uid_map").contains("320000"), "{user}");
+}
+
+/// Whether a file opened through `path` is on a read-only mount, so that
+/// once it is no longer being executed (when writing it fails with
+/// ETXTBSY) writing still fails, with EROFS.
+fn opens_read_only(path: &str) -> bool {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    nix::sys::statvfs::fstatvfs(&file)
+        .unwrap()
+        .flags()
+        .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn criusd_cannot_be_written_through_its_forks() {
+    let pod = Pod::new(json!({})).await;
+    let criusd = pod.daemon.pid();
+    assert!(opens_read_only(&format!("/proc/{criusd}/exe")));
+    // No mount was left behind for it.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains("criusd.exe"), "{mountinfo}");
+    // Its helpers are still found where it was installed.
+    let id = pod.run("long", json!({"command": ["sleep", "600"]})).await;
+
+    // While an exec runs, its relay (a fork of criusd) is as read-only.
+    let runtime = pod.daemon.runtime().await;
+    let exec = tokio::spawn({
+        let mut runtime = runtime.clone();
+        let id = id.clone();
+        async move {
+            runtime
+                .exec_sync(crius::cri::ExecSyncRequest {
+                    container_id: id,
+                    cmd: vec!["sleep".into(), "3".into()],
+                    timeout: 0,
+                })
+                .await
+        }
+    });
+    let mut relays = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        relays = children(criusd)
+            .into_iter()
+            .filter(|pid| children(*pid).iter().any(|c| comm(*c) == "sleep"))
+            .collect();
+        if !relays.is_empty() {
+            break;
+        }
+    }
+    let relay = *relays.first().expect("a relay for the exec");
+    assert!(opens_read_only(&format!("/proc/{relay}/exe")));
+    let done = exec.await.unwrap().unwrap().into_inner();
+    assert_eq!(done.exit_code, 0);
+    pod.remove_pod().await;
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return all;
+    };
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        all.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    all
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
