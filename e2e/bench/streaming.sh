@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Streaming benchmark: Exec round trip (`echo hi` over SPDY, from the Exec call
-# to the exit status; median of RUNS), port-forward throughput over one
+# to the exit status; median of RUNS, with where the time goes), ExecSync of
+# `echo hi` (as exec probes call it), port-forward throughput over one
 # connection (a 256 MiB file from busybox httpd in the pod), and the daemon's
 # RSS growth while 20 execs stream 50 MiB each — crius and Debian's containerd,
 # driven by the same client (crius-e2e bench-streams, SPDY as client-go).
@@ -46,6 +47,10 @@ echo "exec round trip, echo hi over SPDY (median of $runs, ms)"
 printf '  %-11s %8s\n' crius "$(get crius.exec_round_trip_median_ms)" containerd "$(get containerd.exec_round_trip_median_ms)"
 awk -v c="$(get crius.exec_round_trip_median_ms)" -v d="$(get containerd.exec_round_trip_median_ms)" \
     'BEGIN {printf "  crius/containerd = %.2f (target <= 0.50)\n", c / d}'
+echo "  where it goes (medians, ms):"
+printf '  %-11s %s\n' crius "$(get crius.exec_phases_median_ms)" containerd "$(get containerd.exec_phases_median_ms)"
+echo "ExecSync echo hi, as exec probes call it (median of $runs, ms)"
+printf '  %-11s %8s\n' crius "$(get crius.exec_sync_median_ms)" containerd "$(get containerd.exec_sync_median_ms)"
 echo "port-forward throughput, one connection (MiB/s)"
 printf '  %-11s %8s\n' crius "$(get crius.port_forward_mib_per_s)" containerd "$(get containerd.port_forward_mib_per_s)"
 echo "daemon RSS growth while 20 execs stream 50 MiB each (MiB)"

@@ -180,6 +180,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         part(|p| p.streams)
     );
 
+    // ExecSync, as kubelet's exec probes call it.
+    let mut client = runtime(&opts.endpoint).await?;
+    let mut sync_times = Vec::new();
+    for _ in 0..opts.runs {
+        let started = Instant::now();
+        let reply = client
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: opts.container.clone(),
+                cmd: vec!["echo".into(), "hi".into()],
+                timeout: 10,
+            })
+            .await?
+            .into_inner();
+        sync_times.push(started.elapsed().as_secs_f64() * 1e3);
+        if reply.exit_code != 0 || reply.stdout != b"hi\n" {
+            bail!("ExecSync echo hi gave {reply:?}");
+        }
+    }
+    println!("{label}.exec_sync_median_ms={:.1}", median(sync_times));
+
     let mut rates = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
