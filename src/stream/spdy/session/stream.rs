@@ -43,6 +43,10 @@ impl Stream {
         self.reader.id
     }
 
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.writer.shared
+    }
+
     /// The first value of a SYN_STREAM header (name compared
     /// case-insensitively; SPDY names are lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
