@@ -40,6 +40,7 @@ async fn streams_open_in_order_and_carry_data_both_ways() {
     second.finish().await.unwrap();
     assert_eq!(stdin.read().await.as_deref(), Some(&b"to the client"[..]));
     assert_eq!(stdin.read().await, None);
+    assert!(stdin.finished_by_peer());
     first.finish().await.unwrap();
     let mut error = error;
     assert_eq!(error.read().await, None);
@@ -59,6 +60,9 @@ async fn a_refused_stream_is_an_error() {
     accepted.reset(RstStatus::Cancel);
     let err = timeout(T, stream.replied()).await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    let mut stream = stream;
+    assert_eq!(stream.read().await, None);
+    assert!(!stream.finished_by_peer(), "a reset is no FIN");
     // And a server session opens nothing.
     assert_eq!(
         server.open(headers("x")).unwrap_err().kind(),

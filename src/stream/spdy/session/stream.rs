@@ -68,6 +68,11 @@ impl Stream {
         self.reader.read().await
     }
 
+    /// See [`StreamReader::finished_by_peer`].
+    pub fn finished_by_peer(&self) -> bool {
+        self.reader.finished_by_peer()
+    }
+
     /// See [`StreamWriter::write`].
     pub async fn write(&self, data: &[u8]) -> io::Result<()> {
         self.writer.write(data).await
@@ -136,6 +141,19 @@ impl StreamReader {
             None
         })
         .await
+    }
+
+    /// Whether the peer finished the stream with FIN: once [`read`] has
+    /// returned `None`, this tells a clean end from a reset or a lost
+    /// connection.
+    ///
+    /// [`read`]: StreamReader::read
+    pub fn finished_by_peer(&self) -> bool {
+        self.shared
+            .lock()
+            .streams
+            .get(&self.id)
+            .is_some_and(|s| s.recv_fin)
     }
 }
 
