@@ -27,7 +27,7 @@ pub struct AttachArgs {
     /// Container id (or unique prefix)
     id: String,
     /// Keep stdin open and send it to the container
-    #[arg(short, long)]
+    #[arg(short = 'i', long)]
     stdin: bool,
     /// The container has a terminal (as it was created)
     #[arg(short, long)]
