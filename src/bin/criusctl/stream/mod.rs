@@ -14,8 +14,9 @@ use anyhow::Context;
 use crius::cri;
 
 /// How criusctl reaches the streaming server. WebSocket is the default:
-/// kubectl's own since Kubernetes 1.31, and its v5 protocol closes stdin
-/// explicitly; crictl defaults to SPDY, which `--transport spdy` speaks.
+/// kubectl's own since Kubernetes 1.30 (port-forward 1.31), and its v5
+/// protocol closes stdin explicitly; crictl defaults to SPDY, which
+/// `--transport spdy` speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {
     Websocket,
