@@ -119,7 +119,14 @@ async fn streams_run_inside_tls() {
     for transport in ["websocket", "spdy"] {
         let (ok, out, err) = criusctl(
             &pod.daemon.endpoint(),
-            &["exec", "--transport", transport, &id, "echo", "from criusctl"],
+            &[
+                "exec",
+                "--transport",
+                transport,
+                &id,
+                "echo",
+                "from criusctl",
+            ],
         );
         assert!(ok, "{transport}: {err}");
         assert_eq!(out, "from criusctl\n", "{transport}");
