@@ -31,23 +31,34 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
     pairs.iter().copied().collect()
 }
 
-/// Opens a stream of `kind` with `extra` headers and waits for its reply
-/// (a spdystream server drops data sent on a stream it has not replied to).
-async fn open(
+/// Opens a stream of `kind` with `extra` headers. Its SYN_STREAM goes out
+/// behind those opened before; see [`answered`] before writing to it.
+fn open(
     session: &spdy::Session,
     kind: &str,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<spdy::Stream> {
     let mut pairs = vec![("streamtype", kind)];
     pairs.extend_from_slice(extra);
-    let stream = session
+    session
         .open(headers(&pairs))
-        .with_context(|| format!("opening the {kind} stream"))?;
-    tokio::time::timeout(REPLY_WAIT, stream.replied())
-        .await
-        .map_err(|_| anyhow::anyhow!("the server did not answer the {kind} stream"))?
-        .with_context(|| format!("the {kind} stream"))?;
-    Ok(stream)
+        .with_context(|| format!("opening the {kind} stream"))
+}
+
+/// Waits for the server's reply to each of `streams`, in order. client-go
+/// waits for each before opening the next; opening them all first saves a
+/// round trip per stream and is the same to a server, which answers each
+/// as it comes. No data goes before the replies: a spdystream server drops
+/// data on a stream it has not replied to.
+async fn answered(streams: &[&spdy::Stream]) -> anyhow::Result<()> {
+    for stream in streams {
+        let kind = stream.header("streamtype").unwrap_or_default();
+        tokio::time::timeout(REPLY_WAIT, stream.replied())
+            .await
+            .map_err(|_| anyhow::anyhow!("the server did not answer the {kind} stream"))?
+            .with_context(|| format!("the {kind} stream"))?;
+    }
+    Ok(())
 }
 
 /// Reads a stream to its end; an error if it did not end with the peer's
@@ -73,25 +84,24 @@ pub async fn run(session: &Session) -> anyhow::Result<Ended> {
         .with_context(|| format!("opening {}", session.url))?;
     let resize =
         session.tty && matches!(protocol.as_str(), "v4.channel.k8s.io" | "v3.channel.k8s.io");
-    // The order client-go opens them in; each must be answered first.
-    let error = open(&spdy, "error", &[]).await?;
-    let stdin = if session.stdin {
-        Some(open(&spdy, "stdin", &[]).await?)
-    } else {
-        None
-    };
-    let stdout = open(&spdy, "stdout", &[]).await?;
+    // The order client-go opens them in.
+    let error = open(&spdy, "error", &[])?;
+    let stdin = session
+        .stdin
+        .then(|| open(&spdy, "stdin", &[]))
+        .transpose()?;
+    let stdout = open(&spdy, "stdout", &[])?;
     // A terminal merges stderr into stdout.
-    let stderr = if session.tty {
-        None
-    } else {
-        Some(open(&spdy, "stderr", &[]).await?)
-    };
-    let resize = if resize {
-        Some(open(&spdy, "resize", &[]).await?)
-    } else {
-        None
-    };
+    let stderr = (!session.tty)
+        .then(|| open(&spdy, "stderr", &[]))
+        .transpose()?;
+    let resize = resize.then(|| open(&spdy, "resize", &[])).transpose()?;
+    let opened: Vec<&spdy::Stream> = [Some(&error), stdin.as_ref(), Some(&stdout)]
+        .into_iter()
+        .chain([stderr.as_ref(), resize.as_ref()])
+        .flatten()
+        .collect();
+    answered(&opened).await?;
 
     let mut local = terminal::start(session.stdin, session.tty);
     let stdin = stdin.map(|s| s.split().1);
@@ -202,10 +212,11 @@ async fn forward(
 ) -> anyhow::Result<()> {
     let (port, request) = (port.to_string(), request.to_string());
     let tie = [("port", port.as_str()), ("requestid", request.as_str())];
-    let error = open(session, "error", &tie).await?;
+    let error = open(session, "error", &tie)?;
+    let data = open(session, "data", &tie)?;
+    answered(&[&error, &data]).await?;
     // Nothing goes this way on the error stream; close our half at once.
     error.finish().await?;
-    let data = open(session, "data", &tie).await?;
     let errors = tokio::spawn(read_all(error.split().0, None));
     let (mut from_pod, to_pod) = data.split();
     let (mut from_local, mut to_local) = conn.into_split();
