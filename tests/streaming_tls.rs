@@ -1,7 +1,7 @@
 //! The streaming server inside TLS (`streaming.tls_cert_file`/`tls_key_file`):
 //! https URLs, a WebSocket exec through a client that verifies the
-//! certificate, criusctl's streamed exec, and start-up refusing half a
-//! configuration or a file that is not a certificate.
+//! certificate, criusctl's streamed exec (WebSocket and SPDY), and start-up
+//! refusing half a configuration or a file that is not a certificate.
 
 mod common;
 
@@ -115,13 +115,22 @@ async fn streams_run_inside_tls() {
     let (code, _, _) = pod.exec(&id, &["test", "-e", "/plain-http-ran"]).await;
     assert_ne!(code, 0);
 
-    // criusctl follows an https URL as crictl does.
-    let (ok, out, err) = criusctl(
-        &pod.daemon.endpoint(),
-        &["exec", &id, "echo", "from criusctl"],
-    );
-    assert!(ok, "{err}");
-    assert_eq!(out, "from criusctl\n");
+    // criusctl follows an https URL as crictl does, over either transport.
+    for transport in ["websocket", "spdy"] {
+        let (ok, out, err) = criusctl(
+            &pod.daemon.endpoint(),
+            &[
+                "exec",
+                "--transport",
+                transport,
+                &id,
+                "echo",
+                "from criusctl",
+            ],
+        );
+        assert!(ok, "{transport}: {err}");
+        assert_eq!(out, "from criusctl\n", "{transport}");
+    }
     pod.remove_pod().await;
 }
 

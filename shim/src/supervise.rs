@@ -29,6 +29,9 @@ pub struct Supervisor {
     stdin: Option<OwnedFd>,
     /// Input from attached clients not yet taken by the container.
     stdin_pending: Vec<u8>,
+    /// `stdin_once`'s close is due: stdin closes once `stdin_pending` is
+    /// written, so input sent just before the end is not lost.
+    stdin_closing: bool,
     /// The terminal's master end, for resizes.
     terminal: Option<OwnedFd>,
     signals: OwnedFd,
@@ -89,6 +92,7 @@ impl Supervisor {
             outputs,
             stdin,
             stdin_pending: Vec::new(),
+            stdin_closing: false,
             terminal,
             signals,
             control,
@@ -255,7 +259,7 @@ impl Supervisor {
             let Ok(stream) = stream.try_clone() else {
                 continue;
             };
-            if *stdin && self.stdin.is_none() {
+            if *stdin && (self.stdin.is_none() || self.stdin_closing) {
                 let _ = (&stream).write_all(b"error: the container has no stdin to attach\n");
                 continue;
             }
@@ -302,7 +306,7 @@ impl Supervisor {
                             attach::STDIN_CLOSE if client.stdin => {
                                 client.stdin = false;
                                 if self.config.stdin_once {
-                                    self.stdin = None;
+                                    self.stdin_closing = true;
                                 }
                             }
                             attach::RESIZE => {
@@ -326,10 +330,18 @@ impl Supervisor {
             client.input.drain(..used);
             // stdin_once: the first attach with input to end closes it.
             if client.gone && client.stdin && self.config.stdin_once {
-                self.stdin = None;
+                self.stdin_closing = true;
             }
         }
         self.attached.retain(|a| !a.gone);
+        self.close_stdin_if_due();
+    }
+
+    /// Closes stdin for `stdin_once` once what was sent before has gone in.
+    fn close_stdin_if_due(&mut self) {
+        if self.stdin_closing && self.stdin_pending.is_empty() {
+            self.stdin = None;
+        }
     }
 
     /// Writes attached input to the container's stdin, as much as it takes.
@@ -349,6 +361,10 @@ impl Supervisor {
             };
             if n > 0 {
                 self.stdin_pending.drain(..n as usize);
+                if self.stdin_pending.is_empty() {
+                    self.close_stdin_if_due();
+                    return;
+                }
                 continue;
             }
             if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {

@@ -507,9 +507,9 @@ pub async fn logs(settings: &Settings, args: LogsArgs) -> anyhow::Result<()> {
 /// Exec (streamed) or ExecSync (`-s`); exits with the command's exit code.
 pub async fn exec(settings: &Settings, args: ExecArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let _ = args.transport;
     if !args.sync {
-        return crate::stream::exec(settings, args.id, args.cmd, args.interactive, args.tty).await;
+        let io = (args.interactive, args.tty);
+        return crate::stream::exec(settings, args.id, args.cmd, io, args.transport).await;
     }
     let extra = (args.timeout > 0).then(|| Duration::from_secs(args.timeout as u64 + 5));
     let mut client = settings.runtime_with(extra).await?;

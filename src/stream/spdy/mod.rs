@@ -1,16 +1,20 @@
-//! SPDY/3.1, server side, as spoken by Kubernetes streaming clients.
+//! SPDY/3.1 as spoken by Kubernetes streaming clients and servers.
 //!
 //! `kubectl exec/attach/port-forward`, the kubelet and API-server proxies
 //! and `crictl` reach a CRI streaming server through an HTTP upgrade to
 //! `SPDY/3.1` (k8s.io/apimachinery `httpstream/spdy`), which runs Go's
 //! `github.com/moby/spdystream` on both ends. This module is the server
-//! end, written from the SPDY/3 draft (plus 3.1's session window) and
-//! matched to what spdystream actually does:
+//! end (and, with the roles swapped, criusctl's client end), written from
+//! the SPDY/3 draft (plus 3.1's session window) and matched to what
+//! spdystream actually does:
 //!
 //! - [`frame`]: the wire codec (no session logic).
 //! - [`headers`]: name/value blocks and their zlib compression with the
 //!   SPDY/3 dictionary.
-//! - [`session`]: [`Session`] / [`Stream`] over any tokio byte stream.
+//! - [`session`]: [`Session`] / [`Stream`] over any tokio byte stream,
+//!   server end ([`Session::new`]) or client end ([`Session::client`]).
+//! - [`client`]: the HTTP upgrade from the client's side, to a client
+//!   session or a bare frame client.
 //!
 //! # What spdystream does, and what we therefore do
 //!

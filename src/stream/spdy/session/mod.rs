@@ -1,4 +1,6 @@
-//! A server-side SPDY/3.1 session over any tokio byte stream.
+//! A SPDY/3.1 session over any tokio byte stream: the server end, which
+//! accepts the streams a peer opens, or the client end (`client`), which
+//! opens its own.
 //!
 //! Task model: [`Session::new`] splits the I/O and spawns two tasks. The
 //! reader task parses frames, decompresses header blocks and updates the
@@ -10,7 +12,10 @@
 //! closed, so nothing needs to be joined.
 //!
 //! Here: the shared state and [`Session`]; `reader` (the reader task),
-//! `writer` (the writer task), `stream` (the application's stream handles).
+//! `writer` (the writer task), `stream` (the application's stream handles),
+//! `client` (opening streams, waiting for their replies). Both ends share
+//! all of it (flow control, resets, closing); they differ only in whose
+//! stream ids are odd and who answers SYN_STREAM.
 //!
 //! See the module documentation of [`super`] for the interoperability rules
 //! (flow control in particular) and why they are what they are.
@@ -94,6 +99,27 @@ enum Out {
         fin: bool,
         headers: Headers,
     },
+    /// A SYN_STREAM this side opens, compressed likewise.
+    Open {
+        stream_id: u32,
+        headers: Headers,
+    },
+}
+
+/// Which end of the connection this session is. Clients open odd stream
+/// ids, servers even ones (SPDY/3 section 2.3.2); a Kubernetes server opens
+/// none and a Kubernetes client accepts none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Server,
+    Client,
+}
+
+impl Role {
+    /// Whether `id` is of this side's parity (its own streams and pings).
+    fn owns(self, id: u32) -> bool {
+        id.is_multiple_of(2) == (self == Role::Server)
+    }
 }
 
 impl Out {
@@ -130,6 +156,30 @@ struct StreamState {
     send_window: i64,
     replied: bool,
     sent_fin: bool,
+    /// The peer's SYN_REPLY came (streams this side opened).
+    peer_replied: bool,
+}
+
+impl StreamState {
+    fn new(send_window: i64, headers: Option<Headers>, replied: bool) -> StreamState {
+        StreamState {
+            readable: Arc::new(Notify::new()),
+            headers,
+            recv: VecDeque::new(),
+            recv_bytes: 0,
+            recv_fin: false,
+            reset: false,
+            local_reset: false,
+            recv_window: i64::from(DEFAULT_WINDOW),
+            recv_unacked: 0,
+            reader_alive: true,
+            writers: 0,
+            send_window,
+            replied,
+            sent_fin: false,
+            peer_replied: false,
+        }
+    }
 }
 
 struct State {
@@ -148,8 +198,10 @@ struct State {
 
     streams: HashMap<u32, StreamState>,
     incoming: VecDeque<u32>,
-    /// Highest SYN_STREAM id seen (ids must increase).
-    last_client_id: u32,
+    /// Highest SYN_STREAM id the peer sent (ids must increase).
+    last_peer_id: u32,
+    /// The id this side's next stream gets (client end).
+    next_local_id: u32,
     /// Highest stream id answered (accepted or refused): GOAWAY's
     /// last-good-stream-id.
     last_good_id: u32,
@@ -170,6 +222,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     config: Config,
+    role: Role,
     /// Wakes the writer task (queue not empty, or closing).
     writer_wake: Notify,
     /// Wakes the reader task (stream drained, queue space, handle dropped).
@@ -189,6 +242,16 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere must not turn into panics here.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether stream `id` was never opened, by either side: DATA for it is
+    /// answered with RST_STREAM INVALID_STREAM (a forgotten one is ignored).
+    fn never_opened(&self, st: &State, id: u32) -> bool {
+        if self.role.owns(id) {
+            id >= st.next_local_id
+        } else {
+            id > st.last_peer_id
+        }
     }
 
     fn push(&self, st: &mut State, out: Out) {
@@ -359,7 +422,8 @@ fn closed_err(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, format!("SPDY {what}"))
 }
 
-/// A server-side SPDY/3.1 session. See the [module docs](super).
+/// A SPDY/3.1 session, server end ([`Session::new`]) or client end
+/// ([`Session::client`]). See the [module docs](super).
 pub struct Session {
     shared: Arc<Shared>,
 }
@@ -379,6 +443,13 @@ impl Session {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        Session::start(io, config, Role::Server)
+    }
+
+    fn start<IO>(io: IO, config: Config, role: Role) -> Session
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let strict = config.strict_flow_control;
         let state = State {
             queue: VecDeque::new(),
@@ -391,7 +462,8 @@ impl Session {
             last_activity: Instant::now(),
             streams: HashMap::new(),
             incoming: VecDeque::new(),
-            last_client_id: 0,
+            last_peer_id: 0,
+            next_local_id: if role == Role::Client { 1 } else { 2 },
             last_good_id: 0,
             session_alive: true,
             handles: 1,
@@ -405,6 +477,7 @@ impl Session {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             config,
+            role,
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),
             accept_wake: Notify::new(),
@@ -420,7 +493,8 @@ impl Session {
 
     /// The next stream the client opened (SYN_STREAM), in order. `None`
     /// once no more can come: the client sent GOAWAY, the connection ended
-    /// or failed, or the session is closing.
+    /// or failed, or the session is closing. A client session's peer opens
+    /// none (they are refused), so there it only waits for the end.
     pub async fn accept(&mut self) -> Option<Stream> {
         let shared = self.shared.clone();
         wait_until(&self.shared, &self.shared.accept_wake, |st| {
@@ -488,6 +562,9 @@ impl Drop for Session {
     }
 }
 
+mod client;
+#[cfg(test)]
+mod client_tests;
 mod reader;
 mod stream;
 #[cfg(test)]

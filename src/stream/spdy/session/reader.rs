@@ -144,10 +144,22 @@ impl Reader {
                 self.syn_stream(stream_id, fin, unidirectional, headers)
                     .await
             }
-            Frame::SynReply { header_block, .. } => {
-                // We open no streams; keep the zlib context in step and
-                // otherwise ignore it.
+            Frame::SynReply {
+                stream_id,
+                fin,
+                header_block,
+            } => {
+                // Decoded to keep the zlib context in step; only a reply to
+                // a stream of ours means anything (its headers do not).
                 self.decode(&header_block)?;
+                let mut st = self.shared.lock();
+                if self.shared.role.owns(stream_id)
+                    && let Some(s) = st.streams.get_mut(&stream_id)
+                {
+                    s.peer_replied = true;
+                    s.recv_fin |= fin;
+                    s.readable.notify_one();
+                }
                 Ok(())
             }
             Frame::Headers {
@@ -195,9 +207,9 @@ impl Reader {
                 Ok(())
             }
             Frame::Ping { id } => {
-                // Odd ids are the client's; even ones would answer our own
-                // pings, and we send none.
-                if !id.is_multiple_of(2) {
+                // The peer's parity is its own ping, to echo; ours would
+                // answer a ping of ours, and we send none.
+                if !self.shared.role.owns(id) {
                     self.reply_control(Frame::Ping { id }).await;
                 }
                 Ok(())
@@ -252,44 +264,33 @@ impl Reader {
     ) -> Result<(), Fatal> {
         let refuse = {
             let mut st = self.shared.lock();
-            if id == 0 || id.is_multiple_of(2) {
-                return Err(Fatal(format!("SYN_STREAM with server-side id {id}")));
+            if id == 0 || self.shared.role.owns(id) {
+                return Err(Fatal(format!("SYN_STREAM with an id of ours, {id}")));
             }
-            if id <= st.last_client_id {
+            if id <= st.last_peer_id {
                 return Err(Fatal(format!(
                     "SYN_STREAM id {id} not above {}",
-                    st.last_client_id
+                    st.last_peer_id
                 )));
             }
-            st.last_client_id = id;
+            st.last_peer_id = id;
             if st.closing.is_some() || st.remote_goaway {
                 return Ok(());
             }
             st.last_good_id = id;
-            if !st.session_alive || st.streams.len() >= self.shared.config.max_streams {
+            // A client takes no streams from its server (Kubernetes servers
+            // open none).
+            if !st.session_alive
+                || self.shared.role == Role::Client
+                || st.streams.len() >= self.shared.config.max_streams
+            {
                 true
             } else {
-                let initial = st.initial_send_window;
-                st.streams.insert(
-                    id,
-                    StreamState {
-                        readable: Arc::new(Notify::new()),
-                        headers: Some(headers),
-                        recv: VecDeque::new(),
-                        recv_bytes: 0,
-                        recv_fin: fin,
-                        reset: false,
-                        local_reset: false,
-                        recv_window: i64::from(DEFAULT_WINDOW),
-                        recv_unacked: 0,
-                        reader_alive: true,
-                        writers: 0,
-                        send_window: initial,
-                        replied: false,
-                        // A unidirectional stream is half-closed for us.
-                        sent_fin: unidirectional,
-                    },
-                );
+                let mut s = StreamState::new(st.initial_send_window, Some(headers), false);
+                s.recv_fin = fin;
+                // A unidirectional stream is half-closed for us.
+                s.sent_fin = unidirectional;
+                st.streams.insert(id, s);
                 st.incoming.push_back(id);
                 self.shared.accept_wake.notify_one();
                 false
@@ -320,12 +321,12 @@ impl Reader {
             st.session_recv_window -= len as i64;
             let session_overrun = strict && st.session_recv_window < 0;
             let closing = st.closing.is_some();
-            let last_client_id = st.last_client_id;
+            let never_opened = shared.never_opened(&st, id);
             match st.streams.get_mut(&id) {
                 None => {
                     // Closed and forgotten (ignore), or never opened.
                     shared.consumed(&mut st, None, len);
-                    if id.is_multiple_of(2) || id > last_client_id {
+                    if never_opened {
                         rst = Some(RstStatus::InvalidStream);
                     }
                 }

@@ -43,6 +43,10 @@ impl Stream {
         self.reader.id
     }
 
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.writer.shared
+    }
+
     /// The first value of a SYN_STREAM header (name compared
     /// case-insensitively; SPDY names are lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -62,6 +66,11 @@ impl Stream {
     /// See [`StreamReader::read`].
     pub async fn read(&mut self) -> Option<Bytes> {
         self.reader.read().await
+    }
+
+    /// See [`StreamReader::finished_by_peer`].
+    pub fn finished_by_peer(&self) -> bool {
+        self.reader.finished_by_peer()
     }
 
     /// See [`StreamWriter::write`].
@@ -132,6 +141,19 @@ impl StreamReader {
             None
         })
         .await
+    }
+
+    /// Whether the peer finished the stream with FIN: once [`read`] has
+    /// returned `None`, this tells a clean end from a reset or a lost
+    /// connection.
+    ///
+    /// [`read`]: StreamReader::read
+    pub fn finished_by_peer(&self) -> bool {
+        self.shared
+            .lock()
+            .streams
+            .get(&self.id)
+            .is_some_and(|s| s.recv_fin)
     }
 }
 
