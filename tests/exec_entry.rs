@@ -37,19 +37,6 @@ async fn probe(pod: &Pod, name: &str, overlay: Value) -> String {
     out
 }
 
-fn daemon_execing_through_runc() -> Daemon {
-    let tmp = tempfile::Builder::new()
-        .prefix("crius-it-")
-        .tempdir()
-        .unwrap();
-    let config = tmp.path().join("config.toml");
-    std::fs::write(&config, "[runtime]\nexec_in_runtime = true\n").unwrap();
-    let daemon = Daemon::start_in(tmp.path(), &["--config", config.to_str().unwrap()]);
-    // The directory goes when the test's temporary dir does.
-    std::mem::forget(tmp);
-    daemon
-}
-
 fn field<'a>(out: &'a str, key: &str) -> &'a str {
     out.lines()
         .find_map(|l| l.strip_prefix(key))
@@ -83,7 +70,8 @@ async fn entered_processes_are_what_runc_exec_makes() {
         }
     });
     let mut outputs = Vec::new();
-    for daemon in [Daemon::start(), daemon_execing_through_runc()] {
+    let through_runc = "[runtime]\nexec_in_runtime = true\n";
+    for daemon in [Daemon::start(), Daemon::start_with_config(through_runc)] {
         let pod = Pod::new_on(daemon, json!({})).await;
         let plain = probe(&pod, "plain", json!({})).await;
         let hard = probe(&pod, "hardened", hardened.clone()).await;
@@ -98,6 +86,7 @@ async fn entered_processes_are_what_runc_exec_makes() {
         let (code, user, err) = pod.exec(&id, &["sh", "-c", PROBE]).await;
         assert_eq!(code, 0, "userns: {err}");
         outputs.push((plain, hard, user));
+        common::net::remove_sandbox(&pod.daemon, &sibling.id).await;
         pod.remove_pod().await;
     }
     let (entered, runc) = (&outputs[0], &outputs[1]);

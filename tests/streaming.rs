@@ -1,6 +1,6 @@
 //! Exec, Attach and PortForward through the streaming server, with real
 //! containers: the RPCs' checks, single-use URLs, and the streams over
-//! WebSocket (this file) and SPDY (`streaming_spdy.rs`).
+//! WebSocket and SPDY (criusctl's over both: `criusctl_streams.rs`).
 
 mod common;
 
@@ -314,6 +314,69 @@ async fn port_forward_over_websocket_reaches_the_pod() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        body.contains("200 OK") && body.contains("crius test page"),
+        "{body:?}"
+    );
+    pod.remove_pod().await;
+}
+
+/// A client that half-closes after its request (client-go sends FIN when
+/// its local connection stops sending) still gets the whole reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_over_spdy_keeps_the_reply_after_the_client_half_closes() {
+    use crius::stream::spdy::{client, frame::Frame};
+    let pod = Pod::new(json!({})).await;
+    pod.daemon.pull(&image("httpd"), None).await.unwrap();
+    pod.run("web", json!({"image": {"image": image("httpd")}}))
+        .await;
+    let mut body = Vec::new();
+    for _ in 0..50 {
+        let url = pod
+            .daemon
+            .runtime()
+            .await
+            .port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.id.clone(),
+                port: vec![80],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let (mut conn, _) = client::connect(&url, "portforward.k8s.io").await.unwrap();
+        let headers = |kind| [("streamtype", kind), ("port", "80"), ("requestid", "0")];
+        conn.open(&headers("error")).await.unwrap();
+        let data = conn.open(&headers("data")).await.unwrap();
+        conn.data(data, b"GET / HTTP/1.0\r\n\r\n", true)
+            .await
+            .unwrap();
+        body.clear();
+        let reply = async {
+            while let Some(frame) = conn.next_frame().await {
+                if let Frame::Data {
+                    stream_id,
+                    fin,
+                    data: bytes,
+                } = frame
+                    && stream_id == data
+                {
+                    body.extend_from_slice(&bytes);
+                    if fin {
+                        break;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), reply)
+            .await
+            .expect("the reply and the data stream's FIN");
+        if String::from_utf8_lossy(&body).contains("crius test page") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = String::from_utf8_lossy(&body);
     assert!(
         body.contains("200 OK") && body.contains("crius test page"),
         "{body:?}"

@@ -231,6 +231,9 @@ async fn forward(
     };
     let (mut from_pod, mut to_pod) = conn.into_split();
     let (mut from_client, to_client) = data.split();
+    // The client's FIN half-closes the connection to the pod (client-go
+    // sends it when its local connection stops sending, e.g. after a
+    // request); the reply still flows back until the pod closes.
     let upstream = async {
         while let Some(bytes) = from_client.read().await {
             if to_pod.write_all(&bytes).await.is_err() {
@@ -238,6 +241,7 @@ async fn forward(
             }
         }
         let _ = to_pod.shutdown().await;
+        std::future::pending::<()>().await
     };
     let downstream = async {
         let mut buf = vec![0u8; 32 * 1024];
@@ -253,7 +257,7 @@ async fn forward(
         }
         let _ = to_client.finish().await;
     };
-    // Done when either side is, as kubelet's forwarders are.
+    // Done when the pod's side closes, or writing to the pod fails.
     tokio::select! {
         () = upstream => {}
         () = downstream => {}

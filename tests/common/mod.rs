@@ -36,6 +36,20 @@ impl Daemon {
         daemon
     }
 
+    /// Starts criusd in a fresh temporary directory with `config` (TOML
+    /// merged over the defaults).
+    pub fn start_with_config(config: &str) -> Daemon {
+        let tmp = tempfile::Builder::new()
+            .prefix("crius-it-")
+            .tempdir()
+            .unwrap();
+        let file = tmp.path().join("config.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut daemon = Daemon::start_in(tmp.path(), &["--config", file.to_str().unwrap()]);
+        daemon._tmp = Some(tmp);
+        daemon
+    }
+
     /// Starts criusd in a fresh temporary directory without the capabilities
     /// `dropped` (numbers) in its bounding set, as a runtime in a container
     /// runs.
