@@ -280,27 +280,36 @@ async fn attach_over_websocket_sees_output_and_feeds_stdin() {
     pod.remove_pod().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn port_forward_over_websocket_reaches_the_pod() {
+/// A pod with busybox httpd serving the test page on port 80.
+async fn web_pod() -> Pod {
     let pod = Pod::new(json!({})).await;
     pod.daemon.pull(&image("httpd"), None).await.unwrap();
     pod.run("web", json!({"image": {"image": image("httpd")}}))
         .await;
+    pod
+}
+
+async fn port_forward_url(pod: &Pod) -> String {
+    pod.daemon
+        .runtime()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![80],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_over_websocket_reaches_the_pod() {
+    let pod = web_pod().await;
     let mut body = String::new();
     // httpd may take a moment to listen.
     for _ in 0..50 {
-        let url = pod
-            .daemon
-            .runtime()
-            .await
-            .port_forward(cri::PortForwardRequest {
-                pod_sandbox_id: pod.id.clone(),
-                port: vec![80],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = port_forward_url(&pod).await;
         let (mut conn, _) = ws::connect(&format!("{url}?port=80"), "v4.channel.k8s.io")
             .await
             .unwrap();
@@ -326,24 +335,10 @@ async fn port_forward_over_websocket_reaches_the_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forward_over_spdy_keeps_the_reply_after_the_client_half_closes() {
     use crius::stream::spdy::{client, frame::Frame};
-    let pod = Pod::new(json!({})).await;
-    pod.daemon.pull(&image("httpd"), None).await.unwrap();
-    pod.run("web", json!({"image": {"image": image("httpd")}}))
-        .await;
+    let pod = web_pod().await;
     let mut body = Vec::new();
     for _ in 0..50 {
-        let url = pod
-            .daemon
-            .runtime()
-            .await
-            .port_forward(cri::PortForwardRequest {
-                pod_sandbox_id: pod.id.clone(),
-                port: vec![80],
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = port_forward_url(&pod).await;
         let (mut conn, _) = client::connect(&url, "portforward.k8s.io").await.unwrap();
         let headers = |kind| [("streamtype", kind), ("port", "80"), ("requestid", "0")];
         conn.open(&headers("error")).await.unwrap();

@@ -150,6 +150,11 @@ fn hierarchy_mount(controllers: &str) -> Option<PathBuf> {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         cgroup_mounts(&mountinfo, &known)
     });
+    mount_of(mounts, controllers).map(Path::to_path_buf)
+}
+
+/// The mount among `mounts` of the hierarchy of `controllers`.
+fn mount_of<'a>(mounts: &'a [(BTreeSet<String>, PathBuf)], controllers: &str) -> Option<&'a Path> {
     let wanted: BTreeSet<String> = controllers
         .split(',')
         .filter(|c| !c.is_empty())
@@ -158,7 +163,7 @@ fn hierarchy_mount(controllers: &str) -> Option<PathBuf> {
     mounts
         .iter()
         .find(|(set, _)| *set == wanted)
-        .map(|(_, path)| path.clone())
+        .map(|(_, path)| path.as_path())
 }
 
 /// The root mounts of cgroup hierarchies: each v1 one with its controllers
@@ -205,17 +210,7 @@ mod tests {
 40 30 0:26 /kubepods /var/lib/other rw - cgroup cgroup rw,memory";
         let known = BTreeSet::from(["cpu", "cpuacct", "memory", "pids"]);
         let mounts = cgroup_mounts(mountinfo, &known);
-        let find = |c: &str| {
-            let wanted: BTreeSet<String> = c
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect();
-            mounts
-                .iter()
-                .find(|(s, _)| *s == wanted)
-                .map(|(_, p)| p.display().to_string())
-        };
+        let find = |c: &str| mount_of(&mounts, c).map(|p| p.display().to_string());
         assert_eq!(find("").as_deref(), Some("/sys/fs/cgroup/unified"));
         assert_eq!(
             find("name=systemd").as_deref(),
