@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
     runc crun                       # OCI runtime handlers
+    libseccomp-dev                  # criusd compiles seccomp profiles for exec
     containernetworking-plugins     # CNI plugins in /usr/lib/cni
     iptables iproute2               # host ports, masquerade; test namespaces
     docker-registry                 # the harness's local registry

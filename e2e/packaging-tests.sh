@@ -90,7 +90,7 @@ deb=$(PROFILE=dev packaging/deb.sh | tail -1)
 [ "$(dpkg-deb -f "$deb" Package)" = crius ] || fail "package name"
 [ "$(dpkg-deb -f "$deb" Version)" = "$version-1" ] || fail "package version $(dpkg-deb -f "$deb" Version)"
 depends=$(dpkg-deb -f "$deb" Depends)
-for dep in libc6 runc containernetworking-plugins iptables iproute2; do
+for dep in libc6 libseccomp2 runc containernetworking-plugins iptables iproute2; do
     case ", $depends," in *", $dep"[,\ ]*) ;; *) fail "Depends lacks $dep: $depends" ;; esac
 done
 dpkg-deb -e "$deb" "$work/control"
