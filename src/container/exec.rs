@@ -182,17 +182,10 @@ impl ExecProcess {
             }
             terminal = Some(std::fs::File::from(pty.master));
         } else {
-            let piped = |wanted: bool| {
-                if wanted {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                }
-            };
             command
-                .stdin(piped(streams.stdin))
-                .stdout(piped(streams.stdout))
-                .stderr(piped(streams.stderr));
+                .stdin(streams.pipe(streams.stdin))
+                .stdout(streams.pipe(streams.stdout))
+                .stderr(streams.pipe(streams.stderr));
         }
         let child = command
             .spawn()

@@ -63,6 +63,18 @@ pub struct Streams {
     pub tty: bool,
 }
 
+impl Streams {
+    /// A pipe for a stream that is asked for, unless a terminal is its
+    /// stdio; /dev/null otherwise.
+    pub fn pipe(&self, wanted: bool) -> Stdio {
+        if wanted && !self.tty {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    }
+}
+
 /// A process started in a container.
 pub struct Entered {
     /// The relay, whose exit status is the process's: a SIGTERM to it or
@@ -87,17 +99,10 @@ pub fn spawn(entry: Entry, cmd: &[String], streams: Streams) -> Result<Entered, 
         let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
         command.env(key, value);
     }
-    let piped = |wanted: bool| {
-        if wanted && !streams.tty {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        }
-    };
     command
-        .stdin(piped(streams.stdin))
-        .stdout(piped(streams.stdout))
-        .stderr(piped(streams.stderr));
+        .stdin(streams.pipe(streams.stdin))
+        .stdout(streams.pipe(streams.stdout))
+        .stderr(streams.pipe(streams.stderr));
     let prepared = Box::new(child::Prepared {
         plan: entry.plan,
         target: entry.target,
