@@ -100,7 +100,7 @@ pub(crate) async fn rpc<T>(
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<Response<T>, Status> {
     let span = tracing::info_span!("rpc", method, id = object);
-    let started = Instant::now();
+    let started = transport::call_received().unwrap_or_else(Instant::now);
     let mut unanswered = Unanswered {
         method,
         started: Some(started),

@@ -59,17 +59,31 @@ pub async fn serve(routes: Routes, listener: UnixListener, shutdown: impl Future
     graceful.shutdown().await;
 }
 
+/// What the transport knows of the call a task serves.
+#[derive(Clone, Copy)]
+struct Call {
+    /// When its headers arrived: its duration counts from here, so a call
+    /// cut off by its deadline lasted at least that deadline.
+    received: Instant,
+    /// When it must have answered, if its client said.
+    deadline: Option<Instant>,
+}
+
 tokio::task_local! {
-    /// When the call being served must have answered, if its client said.
-    static CALL_DEADLINE: Instant;
+    static CALL: Call;
+}
+
+/// When the call this task serves arrived (`None` outside the transport,
+/// as in tests that call handlers directly).
+pub(super) fn call_received() -> Option<Instant> {
+    CALL.try_with(|call| call.received).ok()
 }
 
 /// Whether the deadline of the call this task serves has passed (`false`
 /// without one): a call dropped unanswered was cut short by it, not by
 /// its client going away.
 pub(super) fn deadline_passed() -> bool {
-    CALL_DEADLINE
-        .try_with(|deadline| Instant::now() >= *deadline)
+    CALL.try_with(|call| call.deadline.is_some_and(|by| Instant::now() >= by))
         .unwrap_or(false)
 }
 
@@ -97,6 +111,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> CallFuture {
+        let received = Instant::now();
         let deadline = request
             .headers()
             .get("grpc-timeout")
@@ -104,12 +119,19 @@ where
             .and_then(parse_grpc_timeout);
         let method = request.uri().path().to_string();
         let call = self.inner.call(request);
+        let by = deadline.map(|deadline| received + deadline);
+        let call = CALL.scope(
+            Call {
+                received,
+                deadline: by,
+            },
+            call,
+        );
         Box::pin(async move {
-            let Some(deadline) = deadline else {
+            let (Some(deadline), Some(by)) = (deadline, by) else {
                 return call.await;
             };
-            let by = Instant::now() + deadline;
-            match tokio::time::timeout(deadline, CALL_DEADLINE.scope(by, call)).await {
+            match tokio::time::timeout_at(by.into(), call).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     tracing::warn!(%method, ?deadline, code = "DeadlineExceeded", "rpc failed");
