@@ -9,12 +9,15 @@ use crius::stream::spdy::client::{self, Client};
 use crius::stream::spdy::frame::Frame;
 use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 pub struct Options {
     pub endpoint: String,
     /// A running container with a shell and `head`.
     pub container: String,
     /// Its pod, with a web server on `port` serving `path`.
     pub pod: String,
+    /// A running container under the RuntimeDefault seccomp profile.
+    pub confined: String,
     pub port: u16,
     pub path: String,
     pub runs: usize,
@@ -36,6 +39,28 @@ struct Phases {
     rpc: f64,
     upgrade: f64,
     streams: f64,
+}
+
+/// The median time of an ExecSync of `echo hi` in `container` (ms).
+async fn exec_sync_median(opts: &Options, container: &str) -> anyhow::Result<f64> {
+    let mut client = runtime(&opts.endpoint).await?;
+    let mut times = Vec::new();
+    for _ in 0..opts.runs {
+        let started = Instant::now();
+        let reply = client
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: container.to_string(),
+                cmd: vec!["echo".into(), "hi".into()],
+                timeout: 10,
+            })
+            .await?
+            .into_inner();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        if reply.exit_code != 0 || reply.stdout != b"hi\n" {
+            bail!("ExecSync echo hi in {container} gave {reply:?}");
+        }
+    }
+    Ok(median(times))
 }
 
 /// Runs `cmd` over SPDY (v4); returns the bytes on stdout.
@@ -181,24 +206,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
 
     // ExecSync, as kubelet's exec probes call it.
-    let mut client = runtime(&opts.endpoint).await?;
-    let mut sync_times = Vec::new();
-    for _ in 0..opts.runs {
-        let started = Instant::now();
-        let reply = client
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: opts.container.clone(),
-                cmd: vec!["echo".into(), "hi".into()],
-                timeout: 10,
-            })
-            .await?
-            .into_inner();
-        sync_times.push(started.elapsed().as_secs_f64() * 1e3);
-        if reply.exit_code != 0 || reply.stdout != b"hi\n" {
-            bail!("ExecSync echo hi gave {reply:?}");
-        }
-    }
-    println!("{label}.exec_sync_median_ms={:.1}", median(sync_times));
+    println!(
+        "{label}.exec_sync_median_ms={:.1}",
+        exec_sync_median(&opts, &opts.container).await?
+    );
+    println!(
+        "{label}.exec_sync_confined_median_ms={:.1}",
+        exec_sync_median(&opts, &opts.confined).await?
+    );
 
     let mut rates = Vec::new();
     for _ in 0..3 {
@@ -216,14 +231,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut peak = before;
     let mut streams = tokio::task::JoinSet::new();
     for _ in 0..20 {
-        let opts = Options {
-            label: String::new(),
-            container: opts.container.clone(),
-            pod: opts.pod.clone(),
-            endpoint: opts.endpoint.clone(),
-            path: opts.path.clone(),
-            ..opts
-        };
+        let opts = opts.clone();
         streams.spawn(async move { exec(&opts, &["head", "-c", "52428800", "/dev/zero"]).await });
     }
     loop {

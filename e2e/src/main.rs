@@ -118,6 +118,9 @@ enum Command {
         /// Its pod, serving `path` on `port`
         #[arg(long)]
         pod: String,
+        /// A running container under the RuntimeDefault seccomp profile
+        #[arg(long)]
+        confined: String,
         #[arg(long, default_value_t = 80)]
         port: u16,
         #[arg(long, default_value = "/big")]
@@ -145,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             endpoint,
             container,
             pod,
+            confined,
             port,
             path,
             runs,
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
                 endpoint,
                 container,
                 pod,
+                confined,
                 port,
                 path,
                 runs,

@@ -16,6 +16,7 @@
 //! binary, so `/proc/<pid>/exe` of the fork cannot be opened for writing).
 
 mod child;
+mod enosys;
 pub mod plan;
 mod seccomp_bpf;
 mod target;

@@ -5,6 +5,7 @@
 
 use super::seccomp_bpf::{self, Bpf};
 use std::ffi::CString;
+use std::sync::Arc;
 
 /// The parts of `config.json` an exec needs. Fields this path cannot apply
 /// are kept as raw JSON so their presence sends the exec to the runtime.
@@ -109,7 +110,7 @@ pub struct Plan {
     pub selinux: Option<CString>,
     /// The text to write to oom_score_adj.
     pub oom_score_adj: Option<CString>,
-    pub seccomp: Option<Bpf>,
+    pub seccomp: Option<Arc<Bpf>>,
 }
 
 /// Why an exec goes through the OCI runtime instead.
@@ -140,7 +141,7 @@ pub fn plan(
     }
     let seccomp = match &bundle.linux.seccomp {
         None => None,
-        Some(profile) => match seccomp_bpf::compile(profile)? {
+        Some(profile) => match seccomp_bpf::compiled(profile)? {
             Ok(bpf) => Some(bpf),
             Err(why) => return Ok(Err(why)),
         },
