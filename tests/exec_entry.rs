@@ -126,6 +126,56 @@ async fn entered_processes_are_what_runc_exec_makes() {
     assert!(field(user, "uid_map").contains("320000"), "{user}");
 }
 
+/// A Localhost profile in Docker's style (deny by default) that allows
+/// every x86_64 syscall numbered below setns (308): setns is newer than the
+/// profile, so under runc it fails with ENOSYS, as from an older kernel,
+/// not with the profile's default EPERM (nor the kernel's, for want of
+/// CAP_SYS_ADMIN). The entered process must see the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn a_syscall_newer_than_a_denying_profile_fails_as_under_runc() {
+    use libseccomp::{ScmpArch, ScmpSyscall};
+    const SETNS: i32 = 308;
+    let names: Vec<String> = (0..SETNS)
+        .filter_map(|nr| ScmpSyscall::from(nr).get_name_by_arch(ScmpArch::X8664).ok())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("older-than-setns.json");
+    let json = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+    });
+    std::fs::write(&profile, json.to_string()).unwrap();
+    let confined = json!({"linux": {"security_context": {
+        "seccomp": {"profile_type": 2, "localhost_ref": profile.to_str().unwrap()}
+    }}});
+    let mut answers = Vec::new();
+    let through_runc = "[runtime]\nexec_in_runtime = true\n";
+    for daemon in [Daemon::start(), Daemon::start_with_config(through_runc)] {
+        let pod = Pod::new_on(daemon, json!({})).await;
+        let mut config = json!({"command": ["sleep", "600"]});
+        common::pods::merge(&mut config, confined.clone());
+        let id = pod.run("confined", config).await;
+        answers.push(
+            pod.exec(
+                &id,
+                &["sh", "-c", "nsenter --net=/proc/self/ns/net true; nproc"],
+            )
+            .await,
+        );
+        pod.remove_pod().await;
+    }
+    assert_eq!(answers[0], answers[1], "entered, then through runc");
+    let (code, out, err) = &answers[0];
+    assert!(
+        err.contains("Function not implemented"),
+        "{code} {out} {err}"
+    );
+    // Older syscalls (sched_getaffinity) are allowed.
+    assert!(out.trim().parse::<u32>().is_ok(), "{out} {err}");
+}
+
 /// Whether a file opened through `path` is on a read-only mount, so that
 /// once it is no longer being executed (when writing it fails with
 /// ETXTBSY) writing still fails, with EROFS.
