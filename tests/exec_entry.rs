@@ -2,7 +2,8 @@
 //! processes `runc exec` would start: the same ids, groups, capabilities,
 //! no_new_privs, seccomp, cgroups, namespaces, environment and working dir,
 //! checked against a daemon that execs through runc, for an ordinary, a
-//! hardened non-root and a user-namespaced container. And criusd's binary
+//! hardened non-root and a user-namespaced container, and the same answer
+//! for a syscall newer than a denying seccomp profile. And criusd's binary
 //! cannot be written through the forks it makes.
 
 mod common;
