@@ -537,10 +537,20 @@ async fn sandboxes_survive_a_daemon_crash() {
 #[test]
 fn criusctl_runs_and_removes_pods_from_crictl_configs() {
     let daemon = Daemon::start();
-    let config = concat!(
+    let shared = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/crictl-tests/configs/pod-config.yaml"
     );
+    // The scenarios' config, with its log directory (which criusd makes and,
+    // as kubelet owns it, leaves) inside this test's own dir.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(shared).unwrap();
+    let logs = dir.path().join("pod-logs");
+    assert!(text.contains("/tmp/crius-pod-logs"), "{text}");
+    let text = text.replace("/tmp/crius-pod-logs", logs.to_str().unwrap());
+    let config = dir.path().join("pod-config.yaml");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
     let (ok, id, err) = criusctl(&daemon.endpoint(), &["runp", config]);
     assert!(ok, "{err}");
     let id = id.trim().to_string();
