@@ -182,16 +182,7 @@ impl Client {
         let id = self.next_id;
         self.next_id += 2;
         let header_block = Bytes::from(self.encoder.encode(&block));
-        self.send(Frame::SynStream {
-            stream_id: id,
-            associated_stream_id: 0,
-            priority: 0,
-            slot: 0,
-            fin: false,
-            unidirectional: false,
-            header_block,
-        })
-        .await?;
+        self.send(Frame::open(id, header_block)).await?;
         Ok(id)
     }
 

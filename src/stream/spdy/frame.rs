@@ -279,6 +279,20 @@ pub fn frame_len(buf: &[u8], limits: &Limits) -> Result<Option<usize>, FrameErro
 }
 
 impl Frame {
+    /// A SYN_STREAM as both ends here open streams: bidirectional, not yet
+    /// finished, with no associated stream, priority or slot.
+    pub fn open(stream_id: u32, header_block: Bytes) -> Frame {
+        Frame::SynStream {
+            stream_id,
+            associated_stream_id: 0,
+            priority: 0,
+            slot: 0,
+            fin: false,
+            unidirectional: false,
+            header_block,
+        }
+    }
+
     /// Parses the frame at the front of `buf` with the default [`Limits`].
     /// `Ok(None)`: more bytes are needed. `Ok(Some((frame, n)))`: `n` bytes
     /// were used. Unknown control frame types come back as

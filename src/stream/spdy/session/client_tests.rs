@@ -155,15 +155,7 @@ impl Peer {
                         } => {
                             let h = self.dec.decode(&header_block).unwrap();
                             let kind = h.get("streamtype").unwrap_or("").to_string();
-                            Frame::SynStream {
-                                stream_id,
-                                associated_stream_id: 0,
-                                priority: 0,
-                                slot: 0,
-                                fin: false,
-                                unidirectional: false,
-                                header_block: Bytes::from(kind),
-                            }
+                            Frame::open(stream_id, Bytes::from(kind))
                         }
                         f => f,
                     });
@@ -199,15 +191,7 @@ impl Peer {
 }
 
 fn syn(stream_id: u32, kind: &'static str) -> Frame {
-    Frame::SynStream {
-        stream_id,
-        associated_stream_id: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        header_block: Bytes::from_static(kind.as_bytes()),
-    }
+    Frame::open(stream_id, Bytes::from_static(kind.as_bytes()))
 }
 
 #[tokio::test]
@@ -224,16 +208,7 @@ async fn syn_streams_pings_and_server_streams() {
     assert_eq!(peer.recv().await, Frame::Ping { id: 2 });
     // A stream the server opens is refused; the session goes on.
     let header_block = peer.enc.encode(&headers("push")).into();
-    peer.send(Frame::SynStream {
-        stream_id: 2,
-        associated_stream_id: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        header_block,
-    })
-    .await;
+    peer.send(Frame::open(2, header_block)).await;
     assert_eq!(
         peer.recv().await,
         Frame::RstStream {

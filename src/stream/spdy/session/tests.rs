@@ -380,16 +380,7 @@ async fn lenient_overrun_is_backpressure() {
     let mut enc = HeaderEncoder::new();
     let headers: Headers = [("streamtype", "stdin")].into_iter().collect();
     let mut out = Vec::new();
-    Frame::SynStream {
-        stream_id: 1,
-        associated_stream_id: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        header_block: enc.encode(&headers).into(),
-    }
-    .encode(&mut out);
+    Frame::open(1, enc.encode(&headers).into()).encode(&mut out);
     c_wr.write_all(&out).await.unwrap();
     let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();
     let expected = payload.clone();
@@ -599,16 +590,7 @@ async fn bad_stream_ids_and_header_bomb_end_the_session() {
     let mut session = Session::new(io);
     let bomb = c.enc.compress(&vec![0u8; 2 << 20]);
     assert!(bomb.len() < DEFAULT_MAX_DECOMPRESSED);
-    c.send(Frame::SynStream {
-        stream_id: 1,
-        associated_stream_id: 0,
-        priority: 0,
-        slot: 0,
-        fin: false,
-        unidirectional: false,
-        header_block: bomb.into(),
-    })
-    .await;
+    c.send(Frame::open(1, bomb.into())).await;
     expect_goaway(&mut c, GoAwayStatus::ProtocolError).await;
     assert!(session.accept().await.is_none());
 }

@@ -38,16 +38,9 @@ pub(super) async fn writer_task<W: AsyncWrite + Unpin>(shared: Arc<Shared>, mut 
                             header_block: encoder.encode(&headers).into(),
                         }
                         .encode(&mut buf),
-                        Out::Open { stream_id, headers } => Frame::SynStream {
-                            stream_id,
-                            associated_stream_id: 0,
-                            priority: 0,
-                            slot: 0,
-                            fin: false,
-                            unidirectional: false,
-                            header_block: encoder.encode(&headers).into(),
+                        Out::Open { stream_id, headers } => {
+                            Frame::open(stream_id, encoder.encode(&headers).into()).encode(&mut buf)
                         }
-                        .encode(&mut buf),
                     }
                 }
                 if freed {
