@@ -166,6 +166,25 @@ pub async fn attach(settings: &Settings, args: AttachArgs) -> anyhow::Result<()>
     .await
 }
 
+/// The streaming URL of a PortForward call for `ports` of `pod`.
+async fn port_forward_url(
+    settings: &Settings,
+    pod: &str,
+    ports: impl IntoIterator<Item = u16>,
+) -> anyhow::Result<String> {
+    Ok(settings
+        .runtime()
+        .await?
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.to_string(),
+            port: ports.into_iter().map(i32::from).collect(),
+        })
+        .await
+        .with_context(|| format!("port-forward to pod {pod}"))?
+        .into_inner()
+        .url)
+}
+
 fn port_pair(spec: &str) -> anyhow::Result<(u16, u16)> {
     let (local, remote) = spec.split_once(':').unwrap_or((spec, spec));
     let parse = |p: &str| {

@@ -6,7 +6,6 @@ use super::terminal::{self, Input, Out};
 use super::{Ended, Session};
 use crate::endpoint::Settings;
 use anyhow::{Context, bail};
-use crius::cri;
 use crius::stream::spdy::client::connect_session;
 use crius::stream::spdy::{self, Headers, StreamReader};
 use std::sync::Arc;
@@ -156,20 +155,8 @@ pub async fn port_forward(
     pod: &str,
     listeners: Vec<(TcpListener, u16)>,
 ) -> anyhow::Result<()> {
-    let url = settings
-        .runtime()
-        .await?
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: pod.to_string(),
-            port: listeners
-                .iter()
-                .map(|(_, remote)| i32::from(*remote))
-                .collect(),
-        })
-        .await
-        .with_context(|| format!("port-forward to pod {pod}"))?
-        .into_inner()
-        .url;
+    let remotes = listeners.iter().map(|(_, remote)| *remote);
+    let url = super::port_forward_url(settings, pod, remotes).await?;
     let (session, _) = connect_session(&url, &PORT_FORWARD)
         .await
         .with_context(|| format!("opening {url}"))?;

@@ -5,7 +5,6 @@ use super::terminal::{self, Input, Out};
 use super::{Ended, Session};
 use crate::endpoint::Settings;
 use anyhow::{Context, bail};
-use crius::cri;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -121,17 +120,7 @@ pub async fn forward(
     port: u16,
     conn: TcpStream,
 ) -> anyhow::Result<()> {
-    let url = settings
-        .runtime()
-        .await?
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: pod.to_string(),
-            port: vec![port as i32],
-        })
-        .await
-        .with_context(|| format!("port-forward to pod {pod}"))?
-        .into_inner()
-        .url;
+    let url = super::port_forward_url(settings, pod, [port]).await?;
     let ws = open(&format!("{url}?port={port}"), "v4.channel.k8s.io").await?;
     let (mut sink, mut source) = ws.split();
     let (mut from_local, mut to_local) = conn.into_split();
