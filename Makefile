@@ -1,7 +1,7 @@
 # The two commands: `make run` (the daemon, built-in defaults) and `make test`
 # (everything). Both install their Debian packages themselves.
 
-.PHONY: run test build lint clean bench conformance install uninstall deb demo
+.PHONY: run test test-node build lint clean bench conformance install uninstall deb demo
 
 # `make install` / `make uninstall` (packaging/install.sh): binaries to
 # $(DESTDIR)$(PREFIX)/bin, the systemd unit, criusctl's completions, a crictl
@@ -17,6 +17,13 @@ run:
 
 test:
 	e2e/run-tests.sh
+
+# The VM lane: crius on nodes as users run them (systemd, cgroup v2, AppArmor;
+# kernels 6.1 and 5.10), Debian guests under qemu (e2e/node/). GUESTS picks
+# guests; CRITEST=/path/to/critest runs critest in each too.
+GUESTS ?= debian12 kernel510
+test-node:
+	e2e/node/lane.sh $(GUESTS)
 
 build:
 	cargo build --release --bins

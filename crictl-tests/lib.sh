@@ -32,3 +32,33 @@ harness_config() {
     sed "s|127\.0\.0\.1:5000|${CRIUS_E2E_REGISTRY:-127.0.0.1:5000}|g" "$1" >"$out"
     echo "$out"
 }
+
+# The cgroup driver criusd picks here by default: systemd where it is init.
+node_cgroup_driver() {
+    if [ -d /run/systemd/system ]; then echo systemd; else echo cgroupfs; fi
+}
+
+# pod_config FILE: prints the path of FILE as kubelet would send it on this
+# node: its cgroupfs-style cgroup_parent (/kubepods/besteffort/pod<uid>)
+# becomes the slice path kubelet's systemd driver sends where systemd is the
+# driver (kubelet escapes the uid's dashes as '_').
+pod_config() {
+    if [ "$(node_cgroup_driver)" = cgroupfs ]; then
+        echo "$1"
+        return
+    fi
+    local out
+    out=$(mktemp "${CRICTL_TMP:-/tmp}/pod.XXXXXX.json")
+    python3 - "$1" >"$out" <<'EOF'
+import json, sys
+config = json.load(open(sys.argv[1]))
+parent = config.get("linux", {}).get("cgroup_parent", "")
+if parent.startswith("/kubepods/"):
+    qos, pod = parent.split("/")[2:4]
+    pod = pod.replace("-", "_")
+    config["linux"]["cgroup_parent"] = (
+        f"/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-{pod}.slice")
+json.dump(config, sys.stdout)
+EOF
+    echo "$out"
+}

@@ -21,11 +21,17 @@ TOML
 "$bin/criusd" --config "$work/config.toml" --listen "$work/crius.sock" --root "$work/root" \
     --state "$work/state" --log-level "info,crius=debug" >"$work/criusd.log" 2>&1 </dev/null &
 daemon=$!
+# Under systemd the scenarios' pods live in kubelet-style slices, which are
+# kubelet's to remove: the run stops the kubepods slice if it made it.
+kubepods_before=$(systemctl is-active kubepods.slice 2>/dev/null || true)
 cleanup() {
     # Pods a failed scenario left go first: their containers outlive criusd.
     "$bin/criusctl" -r "unix://$work/crius.sock" rmp -f -a >/dev/null 2>&1 || true
     kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
     "$bin/crius-e2e" remove-bridge "$bridge" 2>/dev/null || true
+    if [ -d /run/systemd/system ] && [ "$kubepods_before" != active ]; then
+        systemctl stop kubepods.slice 2>/dev/null || true
+    fi
     grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     rm -rf "$work"
 }

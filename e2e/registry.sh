@@ -3,7 +3,8 @@
 # (distribution v2) on loopback, storage in DIR. The address is
 # $CRIUS_E2E_REGISTRY if set, else a free port on 127.0.0.1 (a developer may
 # already run a registry on 5000); it is written to DIR/addr.
-#   e2e/registry.sh start DIR    # returns once /v2/ answers
+#   e2e/registry.sh start DIR [STORAGE]  # returns once /v2/ answers; STORAGE
+#                                         # serves images pushed elsewhere
 #   e2e/registry.sh stop DIR     # stops it by the PID recorded in DIR
 set -euo pipefail
 
@@ -17,9 +18,11 @@ cmd=${1:?usage: registry.sh start|stop DIR}
 dir=${2:?usage: registry.sh start|stop DIR}
 pidfile=$dir/registry.pid
 
+storage=${3:-$dir/storage}
+
 case $cmd in
 start)
-    mkdir -p "$dir/storage"
+    mkdir -p "$storage"
     if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
         echo "registry.sh: something already serves http://$addr; stop it first" >&2
         exit 1
@@ -30,7 +33,7 @@ log:
   level: warn
 storage:
   filesystem:
-    rootdirectory: $dir/storage
+    rootdirectory: $storage
   delete:
     enabled: true
 http:
@@ -43,7 +46,7 @@ YAML
     echo "$addr" >"$dir/addr"
     for _ in $(seq 1 100); do
         if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
-            echo "registry serving http://$addr (pid $(cat "$pidfile"), storage $dir/storage)"
+            echo "registry serving http://$addr (pid $(cat "$pidfile"), storage $storage)"
             exit 0
         fi
         if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then

@@ -3,7 +3,9 @@
 # checks format and lints, starts the local registry, pushes the test images,
 # runs unit and integration tests against real processes, then the crictl
 # scenario tests and the packaging tests (make install, the .deb, make demo;
-# cargo-deb is installed once). Everything it starts is stopped on exit, even on failure.
+# cargo-deb is installed once), and the VM lane's CI part in a Debian 12 guest
+# (e2e/node/; skipped, saying so, where qemu cannot run a guest). Everything
+# it starts is stopped on exit, even on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,3 +39,10 @@ crictl-tests/run.sh
 
 echo "== packaging: make install, the .deb, make demo"
 e2e/packaging-tests.sh
+
+echo "== node lane (Debian 12 guest: systemd, cgroup v2, AppArmor, kernel 6.1)"
+if reason=$(e2e/node/node.sh debian12 can-run); then
+    e2e/node/lane.sh --ci debian12
+else
+    echo "SKIPPED node lane: $reason"
+fi

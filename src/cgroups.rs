@@ -76,7 +76,7 @@ pub struct ContainerCgroup {
 
 impl CgroupInfo {
     /// The cgroup of container `id` under the pod's `parent` (kubelet's
-    /// `cgroup_parent`; "" puts it under `/crius` or `system.slice`).
+    /// `cgroup_parent`; "" puts it under `/crius` or `crius.slice`).
     pub fn container(&self, parent: &str, id: &str) -> ContainerCgroup {
         match self.driver {
             Driver::Cgroupfs => {
@@ -94,9 +94,9 @@ impl CgroupInfo {
             }
             Driver::Systemd => {
                 let slice = if parent.is_empty() {
-                    "system.slice"
+                    DEFAULT_SLICE
                 } else {
-                    parent
+                    slice_name(parent)
                 };
                 let mut relative = expand_slice(slice);
                 relative.push(format!("crius-{id}.scope"));
@@ -116,8 +116,29 @@ impl CgroupInfo {
         }
         Some(match self.driver {
             Driver::Cgroupfs => PathBuf::from(parent.trim_matches('/')),
-            Driver::Systemd => expand_slice(parent),
+            Driver::Systemd => expand_slice(slice_name(parent)),
         })
+    }
+
+    /// Checks kubelet's `cgroup_parent` against the driver: with systemd it
+    /// must name a slice, as kubelet's systemd driver always does.
+    pub fn check_parent(&self, parent: &str) -> Result<(), String> {
+        if self.driver == Driver::Cgroupfs || parent.is_empty() {
+            return Ok(());
+        }
+        let name = slice_name(parent);
+        let valid = name.len() > ".slice".len()
+            && name.ends_with(".slice")
+            && !name.starts_with('-')
+            && !name.contains("--")
+            && !name.trim_end_matches(".slice").ends_with('-');
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "{parent:?} is not a systemd slice (such as kubepods-besteffort-pod<uid>.slice); the node's cgroup driver is systemd"
+            ))
+        }
     }
 
     /// The file whose `oom_kill` line counts a cgroup's OOM kills.
@@ -170,6 +191,22 @@ pub struct Enforceable {
     pub hierarchy: Hierarchy,
     pub swap_accounting: bool,
     pub hugetlb: bool,
+}
+
+/// Where containers of pods without a `cgroup_parent` go under systemd: a
+/// slice of crius's own, so they are told apart from the node's services.
+const DEFAULT_SLICE: &str = "crius.slice";
+
+/// The slice a `cgroup_parent` names: kubelet sends either the slice's name
+/// (`kubepods-besteffort-pod<uid>.slice`) or its path
+/// (`/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`);
+/// runc and crun take only the name, as containerd and CRI-O give them.
+fn slice_name(parent: &str) -> &str {
+    parent
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(parent)
 }
 
 /// systemd's slice nesting: "a-b-c.slice" lives at
@@ -229,6 +266,41 @@ mod tests {
                 "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/crius-abc.scope"
             )
         );
+        // The path form kubelet and critest send names the same slice.
+        let path_form = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice";
+        assert_eq!(info.container(path_form, "abc"), c);
+        assert_eq!(
+            info.pod(path_form),
+            Some(PathBuf::from(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"
+            ))
+        );
+        let t = info.container("/test.slice", "x");
+        assert_eq!(t.spec_path, "test.slice:crius:x");
+        assert_eq!(t.relative, Path::new("test.slice/crius-x.scope"));
+        let d = info.container("", "x");
+        assert_eq!(d.spec_path, "crius.slice:crius:x");
+        assert_eq!(d.relative, Path::new("crius.slice/crius-x.scope"));
+    }
+
+    #[test]
+    fn systemd_parents_must_be_slices() {
+        let mut info = CgroupInfo::detect(CgroupDriverSetting::Cgroupfs).unwrap();
+        assert!(info.check_parent("/kubepods/burstable/pod1").is_ok());
+        info.driver = Driver::Systemd;
+        for good in ["", "test.slice", "/test.slice", "/a.slice/a-b.slice/"] {
+            assert!(info.check_parent(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "/kubepods/burstable/pod1",
+            ".slice",
+            "-a.slice",
+            "a--b.slice",
+            "a-.slice",
+        ] {
+            let err = info.check_parent(bad).unwrap_err();
+            assert!(err.contains("systemd slice"), "{bad}: {err}");
+        }
     }
 
     #[test]

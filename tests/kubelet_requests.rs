@@ -15,8 +15,19 @@ use tonic::Code;
 
 const POD_UID: &str = "8c1bd5d4-1f7e-4b55-a6d3-kubelet-shape";
 
-/// Removes the pod cgroup kubelet would have made, and the /kubepods
-/// levels above it that did not exist before the test.
+/// The pod's `cgroup_parent` as kubelet sends it with the node's cgroup
+/// driver (the systemd driver escapes the uid's dashes).
+fn pod_cgroup_parent() -> String {
+    if common::systemd_node() {
+        let uid = POD_UID.replace('-', "_");
+        format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice")
+    } else {
+        format!("/kubepods/besteffort/pod{POD_UID}")
+    }
+}
+
+/// Removes the pod cgroup kubelet would have made, and the kubepods levels
+/// above it that did not exist before the test (slices under systemd).
 struct KubepodsGuard {
     made: Vec<PathBuf>,
 }
@@ -24,9 +35,22 @@ struct KubepodsGuard {
 impl KubepodsGuard {
     fn new() -> KubepodsGuard {
         let mut made = Vec::new();
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-            let mut dir = hierarchy.path();
-            for level in ["kubepods", "besteffort", &format!("pod{POD_UID}")] {
+        let levels: Vec<String> = pod_cgroup_parent()
+            .trim_start_matches('/')
+            .split('/')
+            .map(String::from)
+            .collect();
+        let hierarchies: Vec<PathBuf> = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        } else {
+            std::fs::read_dir("/sys/fs/cgroup")
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        for mut dir in hierarchies {
+            for level in &levels {
                 dir.push(level);
                 if !dir.exists() {
                     made.push(dir.clone());
@@ -43,7 +67,14 @@ impl Drop for KubepodsGuard {
         self.made
             .sort_by_key(|p| std::cmp::Reverse(p.components().count()));
         for dir in &self.made {
-            let _ = std::fs::remove_dir(dir);
+            if common::systemd_node() {
+                let unit = dir.file_name().unwrap().to_string_lossy().to_string();
+                let _ = std::process::Command::new("systemctl")
+                    .args(["stop", &unit])
+                    .output();
+            } else {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -115,7 +146,7 @@ async fn a_kubelet_shaped_pod_runs() {
                 "kubernetes.io/config.source": "api"
             },
             "linux": {
-                "cgroup_parent": format!("/kubepods/besteffort/pod{POD_UID}"),
+                "cgroup_parent": pod_cgroup_parent(),
                 "security_context": {
                     "namespace_options": {"network": 0, "pid": 1, "ipc": 0},
                     "seccomp": {"profile_type": 1}
@@ -186,11 +217,22 @@ async fn a_kubelet_shaped_pod_runs() {
 
     let (_, adj, _) = pod.exec(&id, &["cat", "/proc/1/oom_score_adj"]).await;
     assert_eq!(adj.trim(), "1000", "BestEffort's oom_score_adj");
-    let (_, cgroup, _) = pod.exec(&id, &["cat", "/proc/1/cgroup"]).await;
+    // Read from the node: on cgroup v2 the container has a cgroup namespace.
+    let cgroup =
+        std::fs::read_to_string(format!("/proc/{}/cgroup", pod.init_pid(&id).await)).unwrap();
     assert!(
-        cgroup.contains(&format!("/kubepods/besteffort/pod{POD_UID}/")),
+        cgroup.contains(&format!("{}/", pod_cgroup_parent())),
         "{cgroup}"
     );
+    if common::systemd_node() {
+        // A scope per container in the pod's slice, known to systemd.
+        assert!(cgroup.contains(&format!("/crius-{id}.scope")), "{cgroup}");
+        let out = std::process::Command::new("systemctl")
+            .args(["is-active", &format!("crius-{id}.scope")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "active");
+    }
     let (_, hosts, _) = pod.exec(&id, &["cat", "/etc/hosts"]).await;
     assert!(hosts.contains("10.244.0.7\tweb-0"), "{hosts}");
     let (code, _, err) = pod
@@ -244,8 +286,26 @@ async fn a_kubelet_shaped_pod_runs() {
         pod.logs.join(name).join("0.log").to_str().unwrap()
     );
 
-    // A real hugepage limit that this node cannot enforce is refused by name.
-    if !node_has_hugetlb() {
+    // A real hugepage limit applies where the node has the controller, and
+    // is refused by name where it has not.
+    if node_has_hugetlb() {
+        let mut real = config.clone();
+        real["metadata"]["name"] = json!("huge");
+        real["log_path"] = json!("huge.log");
+        real["linux"]["resources"]["hugepage_limits"][0]["limit"] = json!(4 << 20);
+        let page = real["linux"]["resources"]["hugepage_limits"][0]["page_size"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let huge = pod.run("huge", real).await;
+        let file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            format!("/sys/fs/cgroup/hugetlb.{page}.max")
+        } else {
+            format!("/sys/fs/cgroup/hugetlb/hugetlb.{page}.limit_in_bytes")
+        };
+        let (code, limit, err) = pod.exec(&huge, &["cat", &file]).await;
+        assert_eq!((code, limit.trim()), (0, "4194304"), "{file}: {err}");
+    } else {
         let mut real = config.clone();
         real["metadata"]["name"] = json!("huge");
         real["linux"]["resources"]["hugepage_limits"][0]["limit"] = json!(2 << 20);

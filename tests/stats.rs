@@ -80,7 +80,7 @@ async fn stats_measure_a_busy_container_and_its_pod() {
             }),
         )
         .await;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + common::patience(Duration::from_secs(20));
     while pod.exec(&busy, &["ls", "/written"]).await.0 != 0 {
         assert!(Instant::now() < deadline, "the container never wrote /data");
         tokio::time::sleep(Duration::from_millis(100)).await;

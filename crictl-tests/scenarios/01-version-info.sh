@@ -10,4 +10,4 @@ info=$(crictl info)
 [ "$(json_get "$info" 'd["status"]["conditions"][0]["type"]')" = RuntimeReady ] || fail "first condition is not RuntimeReady"
 [ "$(json_get "$info" 'd["status"]["conditions"][0]["status"]')" = True ] || fail "runtime not ready: $info"
 [ "$(json_get "$info" 'd["status"]["conditions"][1]["type"]')" = NetworkReady ] || fail "no NetworkReady condition"
-[ "$(json_get "$info" 'd["cgroups"]["driver"]')" = cgroupfs ] || fail "cgroup driver"
+[ "$(json_get "$info" 'd["cgroups"]["driver"]')" = "$(node_cgroup_driver)" ] || fail "cgroup driver"

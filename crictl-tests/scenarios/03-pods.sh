@@ -3,7 +3,7 @@
 # sample config (pod network, hostname, DNS, labels).
 . "$CRICTL_TESTS/lib.sh"
 
-config=$CRICTL_TESTS/configs/pod-config.json
+config=$(pod_config "$CRICTL_TESTS/configs/pod-config.json")
 id=$(crictl runp "$config")
 [ ${#id} -eq 64 ] || fail "runp printed $id"
 

@@ -3,7 +3,7 @@
 # lives as JSON lines.
 . "$CRICTL_TESTS/lib.sh"
 
-pod_config=$CRICTL_TESTS/configs/pod-config.json
+pod_config=$(pod_config "$CRICTL_TESTS/configs/pod-config.json")
 config=$(harness_config "$CRICTL_TESTS/configs/container-config.json")
 image=$(json_get "$(cat "$config")" 'd["image"]["image"]')
 crictl pull "$image" >/dev/null

@@ -13,6 +13,10 @@
 # JUnit report; the report, critest's output and criusd's log are copied to
 # $CONFORMANCE_OUT (default target/conformance). Needs root, host ports
 # 12000-12003 free and ipcmk (util-linux). Exits 0 when critest passes.
+#
+# The VM lane (e2e/node/) runs it in a guest with binaries and images made on
+# the host: CONFORMANCE_BIN (built binaries: no install, no build) and
+# CONFORMANCE_REGISTRY_STORAGE (a registry storage images.sh already filled).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -58,10 +62,14 @@ mkdir -p "$out"
 out=$(realpath "$out")
 rm -f "$out"/{junit.xml,critest.log,criusd.log,registry.log}
 
-e2e/install-deps.sh
-echo "== build"
-cargo build --workspace --quiet
-bin=$PWD/target/debug
+if [ -n "${CONFORMANCE_BIN:-}" ]; then
+    bin=$(realpath "$CONFORMANCE_BIN")
+else
+    e2e/install-deps.sh
+    echo "== build"
+    cargo build --workspace --quiet
+    bin=$PWD/target/debug
+fi
 
 # ------------------------------------------------------------------ work directory, clean-up
 work=$(mktemp -d /tmp/crius-conformance.XXXXXX)
@@ -137,9 +145,14 @@ trap 'echo "conformance: terminated" >&2; exit 143' TERM
 
 # ------------------------------------------------------------------ registry and images
 echo "== registry and images"
-e2e/registry.sh start "$work/registry" >/dev/null
-reg=$(cat "$work/registry/addr")
-e2e/conformance/images.sh "$reg" "$out/images"
+if [ -n "${CONFORMANCE_REGISTRY_STORAGE:-}" ]; then
+    e2e/registry.sh start "$work/registry" "$CONFORMANCE_REGISTRY_STORAGE" >/dev/null
+    reg=$(cat "$work/registry/addr")
+else
+    e2e/registry.sh start "$work/registry" >/dev/null
+    reg=$(cat "$work/registry/addr")
+    e2e/conformance/images.sh "$reg" "$out/images"
+fi
 
 # Every public registry critest names resolves to the loopback registry; the
 # repository path is kept (gcr.io/k8s-staging-cri-tools/X ->

@@ -109,7 +109,11 @@ impl Command {
 
 /// The `oom_kill N` count of a cgroup file, if it has one.
 pub fn oom_kills(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    oom_kills_in(&std::fs::read_to_string(path).ok()?)
+}
+
+/// The `oom_kill N` count in a cgroup file's text.
+pub fn oom_kills_in(text: &str) -> Option<u64> {
     text.lines()
         .filter_map(|l| l.strip_prefix("oom_kill "))
         .find_map(|n| n.trim().parse().ok())

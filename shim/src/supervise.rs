@@ -6,9 +6,13 @@ use crate::ContainerIo;
 use crate::sys;
 use crius_shim::attach;
 use crius_shim::cri_log::{CriLog, Stream};
-use crius_shim::protocol::{Command, EXIT_FILE, ExitRecord, ShimConfig, oom_kills, write_atomic};
+use crius_shim::protocol::{
+    Command, EXIT_FILE, ExitRecord, ShimConfig, oom_kills, oom_kills_in, write_atomic,
+};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -40,6 +44,33 @@ pub struct Supervisor {
     attached: Vec<Attached>,
     /// Wait status and time of init's exit.
     exited: Option<(libc::c_int, i64, Instant)>,
+    /// The container's cgroup v2 `memory.events`, while it exists.
+    oom: Option<OomWatch>,
+    /// OOM kills counted by `oom` before its cgroup went away.
+    oom_kills: u64,
+}
+
+/// cgroup v2's `memory.events`, watched while the container runs: with the
+/// systemd driver the container's scope (and so the file) is gone soon after
+/// its last process, often before the shim has reaped init, so the count is
+/// taken each time the kernel signals a change (POLLPRI), not only at exit.
+struct OomWatch(File);
+
+impl OomWatch {
+    fn open(path: &Path) -> Option<OomWatch> {
+        if path.file_name()? != "memory.events" {
+            return None;
+        }
+        File::open(path).ok().map(OomWatch)
+    }
+
+    /// The current count (reading also acknowledges the change); an error
+    /// once the cgroup is gone, after which the file polls ready for ever.
+    fn read(&self) -> std::io::Result<Option<u64>> {
+        let mut buf = [0u8; 512];
+        let n = self.0.read_at(&mut buf, 0)?;
+        Ok(oom_kills_in(&String::from_utf8_lossy(&buf[..n])))
+    }
 }
 
 impl Supervisor {
@@ -84,6 +115,7 @@ impl Supervisor {
         let _ = std::fs::remove_file(path);
         let control = UnixListener::bind(path)?;
         control.set_nonblocking(true)?;
+        let oom = config.oom_file.as_deref().and_then(OomWatch::open);
         Ok(Supervisor {
             dir: dir.to_path_buf(),
             config,
@@ -99,6 +131,8 @@ impl Supervisor {
             clients: Vec::new(),
             attached: Vec::new(),
             exited: None,
+            oom,
+            oom_kills: 0,
         })
     }
 
@@ -130,6 +164,10 @@ impl Supervisor {
             if let (true, Some(stdin)) = (input_blocked, &self.stdin) {
                 fds.push(pollfd(stdin.as_raw_fd(), libc::POLLOUT));
             }
+            let oom_at = self.oom.as_ref().map(|w| {
+                fds.push(pollfd(w.0.as_raw_fd(), libc::POLLPRI));
+                fds.len() - 1
+            });
             let timeout = match &self.exited {
                 Some((_, _, at)) => DRAIN.saturating_sub(at.elapsed()).as_millis() as i32,
                 None => -1,
@@ -152,6 +190,11 @@ impl Supervisor {
             self.serve_attached(&attached_ready);
             self.feed_stdin();
             self.serve_clients(&clients_ready);
+            if let Some(at) = oom_at
+                && ready[at]
+            {
+                self.read_oom();
+            }
             if ready[0] {
                 self.reap();
             }
@@ -172,7 +215,18 @@ impl Supervisor {
         while let Some((pid, status)) = sys::reap_any() {
             if pid == self.init_pid && self.exited.is_none() {
                 self.exited = Some((status, sys::now_nanos(), Instant::now()));
+                self.read_oom();
             }
+        }
+    }
+
+    /// Updates the OOM count from the watched file, dropping the watch once
+    /// the cgroup is gone.
+    fn read_oom(&mut self) {
+        match self.oom.as_ref().map(OomWatch::read) {
+            Some(Ok(kills)) => self.oom_kills = self.oom_kills.max(kills.unwrap_or(0)),
+            Some(Err(_)) => self.oom = None,
+            None => {}
         }
     }
 
@@ -401,12 +455,14 @@ impl Supervisor {
         }
         let (status, finished_at, _) = self.exited.expect("finish after exit");
         let (exit_code, signal) = sys::decode_status(status);
-        let oom_killed = self
-            .config
-            .oom_file
-            .as_deref()
-            .and_then(oom_kills)
-            .is_some_and(|n| n > 0);
+        self.read_oom();
+        let oom_killed = self.oom_kills > 0
+            || self
+                .config
+                .oom_file
+                .as_deref()
+                .and_then(oom_kills)
+                .is_some_and(|n| n > 0);
         let record = ExitRecord {
             exit_code,
             signal,

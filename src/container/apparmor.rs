@@ -14,7 +14,7 @@ use super::ContainerError;
 use crate::cri;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 pub const DEFAULT_PROFILE: &str = "crius-default";
 
@@ -70,7 +70,14 @@ pub fn wanted(sc: &cri::LinuxContainerSecurityContext) -> Wanted {
     match &sc.apparmor {
         Some(p) => match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::Unconfined) => Wanted::Unconfined,
-            Ok(ProfileType::Localhost) => Wanted::Localhost(p.localhost_ref.clone()),
+            // kubelet sends the bare name; critest and older callers the
+            // "localhost/" form of the annotation era. Both name one profile.
+            Ok(ProfileType::Localhost) => Wanted::Localhost(
+                p.localhost_ref
+                    .strip_prefix("localhost/")
+                    .unwrap_or(&p.localhost_ref)
+                    .to_string(),
+            ),
             _ => Wanted::RuntimeDefault,
         },
         None => match sc.apparmor_profile.as_str() {
@@ -105,18 +112,49 @@ pub fn choose(
 }
 
 /// The profile for a container on this node, loading `crius-default` first
-/// when it is the one.
+/// when it is the one and the kernel does not have it (a reload of the
+/// node's profiles may have dropped it since). A Localhost profile must be
+/// loaded already: runc would fail on it with a message naming none of it.
 pub fn profile_for(
     sc: &cri::LinuxContainerSecurityContext,
 ) -> Result<Option<String>, ContainerError> {
     let profile = choose(&wanted(sc), sc.privileged, enabled())?;
-    if profile.as_deref() == Some(DEFAULT_PROFILE) {
-        static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
-        LOADED.get_or_init(load_default).clone().map_err(|e| {
-            ContainerError::Precondition(format!("loading AppArmor profile {DEFAULT_PROFILE}: {e}"))
-        })?;
+    match profile.as_deref() {
+        Some(DEFAULT_PROFILE) if loaded(DEFAULT_PROFILE) != Some(true) => {
+            static LOADING: Mutex<()> = Mutex::new(());
+            let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+            if loaded(DEFAULT_PROFILE) != Some(true) {
+                load_default().map_err(|e| {
+                    ContainerError::Precondition(format!(
+                        "loading AppArmor profile {DEFAULT_PROFILE}: {e}"
+                    ))
+                })?;
+            }
+        }
+        Some(name) if name != DEFAULT_PROFILE && name != "unconfined" => {
+            if loaded(name) == Some(false) {
+                return Err(ContainerError::Precondition(format!(
+                    "config.linux.security_context.apparmor: profile {name:?} is not loaded on this node (load it with apparmor_parser)"
+                )));
+            }
+        }
+        _ => {}
     }
     Ok(profile)
+}
+
+/// Whether the kernel has profile `name` loaded; None when its list cannot
+/// be read (securityfs not mounted).
+fn loaded(name: &str) -> Option<bool> {
+    let list = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").ok()?;
+    Some(is_listed(&list, name))
+}
+
+/// Whether the kernel's profile list (lines of "name (mode)") has `name`.
+fn is_listed(list: &str, name: &str) -> bool {
+    list.lines()
+        .filter_map(|line| line.rsplit_once(" ("))
+        .any(|(listed, _)| listed == name)
 }
 
 /// `apparmor_parser -r` with the profile on its stdin (replacing an older
@@ -183,6 +221,10 @@ mod tests {
             choose(&local, false, false),
             Err(ContainerError::Precondition(_))
         ));
+        let prefixed = wanted(&sc(
+            r#"{"apparmor": {"profile_type": 2, "localhost_ref": "localhost/my-prof"}}"#,
+        ));
+        assert_eq!(prefixed, local, "critest's form names the same profile");
         let legacy = wanted(&sc(r#"{"apparmor_profile": "localhost/old"}"#));
         assert_eq!(legacy, Wanted::Localhost("old".into()));
         let unconfined = wanted(&sc(r#"{"apparmor": {"profile_type": 1}}"#));
@@ -190,6 +232,16 @@ mod tests {
             choose(&unconfined, false, true).unwrap().as_deref(),
             Some("unconfined")
         );
+    }
+
+    #[test]
+    fn loaded_profiles_are_read_from_the_kernels_list() {
+        let list = "crius-default (enforce)\nmy prof (complain)\n/usr/bin/man (enforce)\n";
+        assert!(is_listed(list, "crius-default"));
+        assert!(is_listed(list, "my prof"));
+        assert!(is_listed(list, "/usr/bin/man"));
+        assert!(!is_listed(list, "crius"));
+        assert!(!is_listed("", "crius-default"));
     }
 
     /// The profile compiles with the real parser (no kernel needed: -Q).

@@ -4,7 +4,11 @@
 //! mount(2) takes all options in one page, which holds about 40 full layer
 //! paths, yet images of 50 to 127 layers are common. Where the kernel has it
 //! (Linux 6.8+), each layer goes to the new mount API on its own
-//! (`fsconfig(lowerdir+)`), which has no such limit. Elsewhere the options
+//! (`fsconfig(lowerdir+)`), which has no such limit. Whether it has it is
+//! probed once: before Linux 6.5 overlayfs took the new API's options
+//! through a legacy shim that accepts any key and fails only at
+//! `FSCONFIG_CMD_CREATE`, so a key that no overlayfs knows tells the two
+//! apart. Elsewhere the options
 //! name short symlinks (`<rootfs>/l/<n>`, as Docker's overlay2 does) relative
 //! to a working directory that a forked child moves into before mount(2):
 //! the working directory is per process, and criusd's threads must keep
@@ -14,6 +18,7 @@ use crate::idmap::{FsIds, check, cpath};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 /// overlayfs's `OVL_MAX_STACK`.
 pub const MAX_LOWER_LAYERS: usize = 500;
@@ -46,39 +51,44 @@ impl Overlay<'_> {
                 self.lower.len()
             )));
         }
-        match self.mount_fsconfig(merged, creator) {
-            Err(Attempt::Unsupported(e)) if creator.is_none() => {
-                tracing::debug!(error = %e, "no fsconfig(lowerdir+): mounting with mount(2)");
-                self.mount_legacy(merged)
-            }
-            Err(Attempt::Unsupported(e) | Attempt::Failed(e)) => Err(e),
-            Ok(()) => Ok(()),
+        match (lowerdir_plus(), creator) {
+            (true, _) => self.mount_fsconfig(merged, creator, true),
+            // Idmapped layers need the new API (the fs ids switch before
+            // create), with all layers in one option as mount(2) takes them.
+            (false, Some(_)) => self.mount_fsconfig(merged, creator, false),
+            (false, None) => self.mount_legacy(merged),
         }
     }
 
-    fn mount_fsconfig(&self, merged: &Path, creator: Option<(u32, u32)>) -> Result<(), Attempt> {
-        let fs = fsopen().map_err(Attempt::Unsupported)?;
-        let mut layers = self.lower.iter();
-        if let Some(first) = layers.next() {
-            // An unknown key is EINVAL: this kernel predates `lowerdir+`.
-            fs.set("lowerdir+", first)
-                .map_err(|e| match e.raw_os_error() {
-                    Some(libc::EINVAL) => Attempt::Unsupported(e),
-                    _ => Attempt::Failed(step(first, e)),
-                })?;
-        }
-        for layer in layers {
-            fs.set("lowerdir+", layer)
-                .map_err(|e| Attempt::Failed(step(layer, e)))?;
+    fn mount_fsconfig(
+        &self,
+        merged: &Path,
+        creator: Option<(u32, u32)>,
+        one_by_one: bool,
+    ) -> std::io::Result<()> {
+        let fs = fsopen()?;
+        if one_by_one {
+            for layer in self.lower {
+                fs.set("lowerdir+", layer).map_err(|e| step(layer, e))?;
+            }
+        } else {
+            let joined: Vec<String> = self.lower.iter().map(|l| l.display().to_string()).collect();
+            let joined = joined.join(":");
+            if joined.len() > MAX_MOUNT_DATA {
+                return Err(std::io::Error::other(format!(
+                    "{} idmapped lower layers do not fit in one option on this kernel (no lowerdir+)",
+                    self.lower.len()
+                )));
+            }
+            fs.set("lowerdir", Path::new(&joined))
+                .map_err(|e| std::io::Error::new(e.kind(), format!("lowerdir: {e}")))?;
         }
         if let Some((upper, work)) = self.writable {
-            fs.set("upperdir", upper)
-                .map_err(|e| Attempt::Failed(step(upper, e)))?;
-            fs.set("workdir", work)
-                .map_err(|e| Attempt::Failed(step(work, e)))?;
+            fs.set("upperdir", upper).map_err(|e| step(upper, e))?;
+            fs.set("workdir", work).map_err(|e| step(work, e))?;
         }
         let _ids = creator.map(FsIds::switch);
-        fs.create_and_move(merged).map_err(Attempt::Failed)
+        fs.create_and_move(merged)
     }
 
     /// mount(2), through short relative names when full paths do not fit.
@@ -119,10 +129,22 @@ impl Overlay<'_> {
     }
 }
 
-enum Attempt {
-    /// The kernel lacks what this way needs.
-    Unsupported(std::io::Error),
-    Failed(std::io::Error),
+/// Whether this kernel's overlayfs takes `lowerdir+` (probed once).
+pub fn lowerdir_plus() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        let Ok(fs) = fsopen() else {
+            return false;
+        };
+        // The legacy shim (before 6.5) takes any key; overlayfs's own
+        // parser refuses unknown ones, and knows `lowerdir+` from 6.8.
+        let strict = fs
+            .set("crius-probe-unknown-key", Path::new("x"))
+            .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL));
+        let has = strict && fs.set("lowerdir+", Path::new("/")).is_ok();
+        tracing::debug!(lowerdir_plus = has, "overlayfs probed");
+        has
+    })
 }
 
 fn step(what: &Path, e: std::io::Error) -> std::io::Error {
@@ -272,7 +294,7 @@ mod tests {
     fn mount_both_ways(count: usize) {
         let dir = tempfile::tempdir().unwrap();
         let lower = layers(&dir.path().join("snapshots"), count);
-        for (way, legacy) in [("fsconfig", false), ("mount(2)", true)] {
+        for way in ["mount", "mount(2)", "fsconfig lowerdir"] {
             let rootfs = dir.path().join(way);
             for sub in ["upper", "work", "merged"] {
                 std::fs::create_dir_all(rootfs.join(sub)).unwrap();
@@ -284,14 +306,27 @@ mod tests {
                 links: &rootfs.join("l"),
             };
             let merged = rootfs.join("merged");
-            if legacy {
-                overlay.mount_legacy(&merged).unwrap();
-            } else {
-                overlay.mount(&merged, None).unwrap();
+            match way {
+                "mount" => overlay.mount(&merged, None).unwrap(),
+                "mount(2)" => overlay.mount_legacy(&merged).unwrap(),
+                // What idmapped layers use where the kernel lacks lowerdir+.
+                _ if count > 40 => continue,
+                _ => overlay.mount_fsconfig(&merged, None, false).unwrap(),
             }
             check_merged(&merged, count);
             nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
         }
+    }
+
+    #[test]
+    fn lowerdir_plus_is_probed_right() {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_string_lossy().to_string();
+        let mut parts = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let version = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!(lowerdir_plus(), version >= (6, 8), "kernel {release}");
     }
 
     #[test]

@@ -34,6 +34,11 @@ impl Runtime {
         handler: &str,
     ) -> Result<SandboxRecord, PodError> {
         let handler = self.resolve_handler(handler)?;
+        if let Some(linux) = &config.linux {
+            self.cgroups
+                .check_parent(&linux.cgroup_parent)
+                .map_err(|e| SandboxError::Invalid(format!("config.linux.cgroup_parent: {e}")))?;
+        }
         let network = self.network_plan(&config);
         Ok(self.sandboxes.run(config, &handler, network)?)
     }

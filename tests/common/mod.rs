@@ -15,6 +15,18 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub const CRIUSD: &str = env!("CARGO_BIN_EXE_criusd");
+
+/// How long a test waits for something that takes `d` on this machine, on
+/// a slower one: `CRIUS_TEST_SLOWDOWN` (a factor, default 1) scales it, as
+/// the VM lane does for guests under emulation (e2e/node/in-guest.sh).
+pub fn patience(d: Duration) -> Duration {
+    let factor = std::env::var("CRIUS_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|f| f.parse::<f64>().ok())
+        .filter(|f| *f >= 1.0)
+        .unwrap_or(1.0);
+    d.mul_f64(factor)
+}
 pub const CRIUSCTL: &str = env!("CARGO_BIN_EXE_criusctl");
 
 pub struct Daemon {
@@ -130,8 +142,8 @@ impl Daemon {
     async fn channel(&self) -> Channel {
         client::connect(
             &self.endpoint(),
-            Duration::from_secs(10),
-            Some(Duration::from_secs(60)),
+            patience(Duration::from_secs(10)),
+            Some(patience(Duration::from_secs(60))),
         )
         .await
         .unwrap()
@@ -142,7 +154,7 @@ impl Daemon {
         let mut child = self.child.take()?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, signal);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience(Duration::from_secs(15));
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status.code();
@@ -157,7 +169,7 @@ impl Daemon {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + patience(Duration::from_secs(20));
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
                 return;
@@ -246,16 +258,56 @@ pub fn cleanup_dir(dir: &Path) {
         let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
     }
     // The pod cgroups the tests name after their dir (pods::Pod), empty
-    // once the runtime deleted the containers' own.
-    let name = dir.file_name().unwrap_or_default();
+    // once the runtime deleted the containers' own: kubelet's to remove.
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    if systemd_node() {
+        let _ = Command::new("systemctl")
+            .args(["stop", &pod_slice(&name)])
+            .output();
+        return;
+    }
     for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
         .flatten()
     {
         let parent = hierarchy.path().join("crius-test");
-        let _ = std::fs::remove_dir(parent.join(name));
+        let _ = std::fs::remove_dir(parent.join(&*name));
         let _ = std::fs::remove_dir(parent);
+    }
+}
+
+/// Whether criusd's default (`cgroup_driver = "auto"`) is the systemd
+/// driver here: systemd runs as init.
+pub fn systemd_node() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// The slice of a test pod named `name`, as kubelet's systemd driver names
+/// pod slices (its '-' nests, so other dashes become '_').
+pub fn pod_slice(name: &str) -> String {
+    format!("crius_test-{}.slice", name.replace('-', "_"))
+}
+
+/// A test pod's `cgroup_parent` in the form kubelet sends for the node's
+/// cgroup driver.
+pub fn pod_cgroup_parent(name: &str) -> String {
+    if systemd_node() {
+        format!("/crius_test.slice/{}", pod_slice(name))
+    } else {
+        format!("/crius-test/{name}")
+    }
+}
+
+/// Where a cgroup (relative to a hierarchy's root, as `pod_cgroup_parent`
+/// names it) is for controller `controller`: its v1 hierarchy or the v2 tree.
+pub fn cgroup_dir(controller: &str, cgroup: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup");
+    let relative = cgroup.trim_start_matches('/');
+    if root.join("cgroup.controllers").exists() {
+        root.join(relative)
+    } else {
+        root.join(controller).join(relative)
     }
 }
 

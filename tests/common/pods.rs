@@ -184,9 +184,27 @@ impl Pod {
             .unwrap())
     }
 
+    /// The container's init as the node sees it (verbose status's `pid`).
+    pub async fn init_pid(&self, id: &str) -> i32 {
+        let info = self
+            .daemon
+            .runtime()
+            .await
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        let info: Value = serde_json::from_str(&info["info"]).unwrap();
+        info["pid"].as_i64().unwrap() as i32
+    }
+
     /// Waits for the container to exit and returns its status.
     pub async fn wait_exit(&self, id: &str, timeout: Duration) -> cri::ContainerStatus {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + super::patience(timeout);
         loop {
             let status = self.status(id).await.unwrap();
             if status.state == cri::ContainerState::ContainerExited as i32 {
@@ -278,7 +296,7 @@ fn sandbox_config(daemon: &Daemon, overlay: Value) -> cri::PodSandboxConfig {
         "log_directory": logs,
         "dns_config": {"servers": ["10.96.0.10"], "searches": ["svc.cluster.local"]},
         "linux": {
-            "cgroup_parent": format!("/crius-test/{}", daemon.dir.file_name().unwrap().to_string_lossy()),
+            "cgroup_parent": super::pod_cgroup_parent(&daemon.dir.file_name().unwrap().to_string_lossy()),
             "security_context": {"namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
         }
     });
