@@ -131,12 +131,12 @@ pub fn profile_for(
                 })?;
             }
         }
-        Some(name) if name != DEFAULT_PROFILE && name != "unconfined" => {
-            if loaded(name) == Some(false) {
-                return Err(ContainerError::Precondition(format!(
-                    "config.linux.security_context.apparmor: profile {name:?} is not loaded on this node (load it with apparmor_parser)"
-                )));
-            }
+        Some(name)
+            if name != DEFAULT_PROFILE && name != "unconfined" && loaded(name) == Some(false) =>
+        {
+            return Err(ContainerError::Precondition(format!(
+                "config.linux.security_context.apparmor: profile {name:?} is not loaded on this node (load it with apparmor_parser)"
+            )));
         }
         _ => {}
     }
