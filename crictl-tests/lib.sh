@@ -2,7 +2,8 @@
 set -euo pipefail
 
 crictl() {
-    "$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT" --timeout 10s "$@"
+    "$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT" \
+        --timeout "$((10 * ${CRIUS_TEST_SLOWDOWN:-1}))s" "$@"
 }
 
 fail() {

@@ -22,7 +22,7 @@ storage=${3:-$dir/storage}
 
 case $cmd in
 start)
-    mkdir -p "$storage"
+    mkdir -p "$dir" "$storage"
     if curl -fsS -o /dev/null "http://$addr/v2/" 2>/dev/null; then
         echo "registry.sh: something already serves http://$addr; stop it first" >&2
         exit 1

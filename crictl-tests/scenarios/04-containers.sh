@@ -16,7 +16,7 @@ crictl start "$cid" >/dev/null
 assert_contains "$(crictl ps)" "busybox"
 [ "$(crictl ps -q --label role=main)" = "$cid" ] || fail "ps --label"
 
-for _ in $(seq 1 50); do
+for _ in $(seq 1 $((50 * ${CRIUS_TEST_SLOWDOWN:-1}))); do
     crictl logs "$cid" 2>&1 | grep -q "hello from crius" && break
     sleep 0.1
 done

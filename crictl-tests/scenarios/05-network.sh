@@ -19,7 +19,7 @@ ip=$(json_get "$(crictl inspectp -o json "$pod")" 'd["status"]["network"]["ip"]'
 [ -n "$ip" ] || fail "no pod IP"
 
 fetch() {
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 $((50 * ${CRIUS_TEST_SLOWDOWN:-1}))); do
         curl -fsS --noproxy '*' -m 2 "$1" 2>/dev/null && return 0
         sleep 0.1
     done

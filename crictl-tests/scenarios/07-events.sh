@@ -9,14 +9,14 @@ image=$(json_get "$(cat "$config")" 'd["image"]["image"]')
 crictl pull "$image" >/dev/null
 out=$(mktemp)
 # Run directly (not through the shell function) so that $! is its PID.
-"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --timeout 10s events >"$out" &
+"$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --timeout "$((10 * ${CRIUS_TEST_SLOWDOWN:-1}))s" events >"$out" &
 follower=$!
 trap 'kill $follower 2>/dev/null || true; rm -f "$out"' EXIT
 sleep 0.5
 cid=$(crictl run "$config" "$pod_config")
 pod=$(crictl pods -q)
 crictl rmp -f "$pod" >/dev/null
-for _ in $(seq 1 50); do
+for _ in $(seq 1 $((50 * ${CRIUS_TEST_SLOWDOWN:-1}))); do
     [ "$(wc -l <"$out")" -ge 8 ] && break
     sleep 0.1
 done

@@ -27,12 +27,12 @@ for transport in websocket spdy; do
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # The binary itself in the background (not the crictl function, whose
     # subshell would be what $! names), so killing $forwarder stops it.
-    "$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT" --timeout 10s \
+    "$CRICTL" --runtime-endpoint "$CRI_ENDPOINT" --image-endpoint "$CRI_ENDPOINT" --timeout "$((10 * ${CRIUS_TEST_SLOWDOWN:-1}))s" \
         port-forward --transport "$transport" "$pod" "$port:80" >"$CRICTL_TMP/pf.out" 2>&1 &
     forwarder=$!
     trap 'kill $forwarder 2>/dev/null || true' EXIT
     body=
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 $((50 * ${CRIUS_TEST_SLOWDOWN:-1}))); do
         body=$(curl -fsS --noproxy '*' -m 2 "http://127.0.0.1:$port/" 2>/dev/null) && break
         sleep 0.1
     done

@@ -61,21 +61,23 @@ test_binary() {
 }
 
 # What depends on the node: cgroup paths and files, OOM, hugepages, AppArmor,
-# overlay mounts, exec's entry into a container.
+# overlay mounts, exec's entry into a container. `make test` (--ci) runs the
+# tests of these that a guest under emulation gets through in a few minutes;
+# `make test-node` runs the whole files and more.
 step unit test_binary lib-crius cgroups:: image::overlay stats:: container::apparmor container::enter
-step containers test_binary containers
-step stats test_binary stats
-step kubelet_requests test_binary kubelet_requests
-step exec_entry test_binary exec_entry
-step crictl env CRIUS_BIN="$bin" crictl-tests/run.sh
-if [ "$mode" = full ]; then
-    step capabilities test_binary capabilities
-    step sandboxes test_binary sandboxes
-    step metrics test_binary metrics
-    step streaming test_binary streaming
-    step image_layers test_binary image_layers
-    step image_volumes test_binary image_volumes
-    step rootfs test_binary rootfs
+if [ "$mode" = ci ]; then
+    step containers test_binary containers memory_limit_oom_and_resource_updates \
+        seccomp_runtime_default_blocks_unshare users_capabilities_and_read_only_rootfs
+    step kubelet_requests test_binary kubelet_requests
+    step stats test_binary stats
+    step exec_entry test_binary exec_entry entered_processes_are_what_runc_exec_makes
+    step crictl env CRIUS_BIN="$bin" CRICTL_SCENARIOS="01 03 04 06" crictl-tests/run.sh
+else
+    for t in containers kubelet_requests stats exec_entry capabilities sandboxes metrics \
+        streaming image_layers image_volumes rootfs events; do
+        step "$t" test_binary "$t"
+    done
+    step crictl env CRIUS_BIN="$bin" crictl-tests/run.sh
 fi
 if [ -n "${CRITEST:-}" ]; then
     step critest env CONFORMANCE_BIN="$bin" CONFORMANCE_OUT="$logs/conformance" \
