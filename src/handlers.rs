@@ -34,7 +34,8 @@ pub struct HandlerFeatures {
     pub recursive_read_only_mounts: bool,
     /// User namespaces with idmapped mounts. crius makes the user namespace
     /// and the idmapped mounts itself (any runtime can join them); it needs
-    /// Linux 6.8 (overlayfs layers given one by one to the new mount API).
+    /// Linux 5.19 (overlayfs over idmapped layers). A volume on tmpfs can be
+    /// idmapped from 6.3 only: before, its CreateContainer fails naming it.
     pub user_namespaces: bool,
     /// The runtime moves host network interfaces in (linux.netDevices),
     /// for CDI netDevices.
@@ -160,7 +161,7 @@ fn probe_one(name: &str, config: &HandlerConfig) -> HandlerInfo {
     info.features.net_devices = flag("/linux/netDevices/enabled");
     info.features.intel_rdt_schemata = flag("/linux/intelRdt/schemata");
     info.features.intel_rdt_monitoring = flag("/linux/intelRdt/monitoring");
-    info.features.user_namespaces = kernel_at_least(6, 8);
+    info.features.user_namespaces = kernel_at_least(5, 19);
     if info.problem.is_none() {
         info.problem = cgroup_conflict(&path);
     }
@@ -284,7 +285,7 @@ mod tests {
         let info = handlers.get("t").unwrap();
         assert!(info.usable(), "{info:?}");
         assert!(info.path.unwrap().is_absolute());
-        assert_eq!(info.features.user_namespaces, kernel_at_least(6, 8));
+        assert_eq!(info.features.user_namespaces, kernel_at_least(5, 19));
     }
 
     #[test]
