@@ -191,21 +191,23 @@ async fn worker(
     for round in 0..rounds {
         let image = &names[rng.below(names.len() as u64) as usize];
         let container = format!("w{worker}-r{round}");
-        let outcome = match rng.below(5) {
-            0 => pod
+        // Removals are frequent, so that the shared base layer often has
+        // no image but the one being pulled.
+        let outcome = match rng.below(8) {
+            0 | 1 => pod
                 .daemon
                 .pull(image, None)
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("PullImage {image}: {e:?}")),
-            1 => remove_image(&pod.daemon, image)
+            2..=4 => remove_image(&pod.daemon, image)
                 .await
                 .map_err(|e| format!("RemoveImage {image}: {e:?}")),
-            2 => image_status(&pod.daemon, image)
+            5 => image_status(&pod.daemon, image)
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("ImageStatus {image}: {e:?}")),
-            3 => create_and_remove(&pod, image, &container).await,
+            6 => create_and_remove(&pod, image, &container).await,
             // What kubelet does: pull, then create at once.
             _ => match pod.daemon.pull(image, None).await {
                 Ok(_) => create_and_remove(&pod, image, &container).await,
@@ -285,7 +287,10 @@ async fn wave(daemon: &Daemon, registry: &RegistryProcess, image: &str, n: usize
         tokio::time::sleep(Duration::from_millis(50)).await;
         gets = blob_gets(registry, from);
     }
-    assert_eq!(gets, expected, "blob GETs of a wave of {n} pulls of {image}");
+    assert_eq!(
+        gets, expected,
+        "blob GETs of a wave of {n} pulls of {image}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -330,7 +335,55 @@ async fn pulls_removals_and_creates_at_once_never_fail() {
     let from = log_len(&registry);
     pod.daemon.pull(&names[3], None).await.unwrap();
     pod.daemon.pull(&names[1], None).await.unwrap();
-    assert_eq!(blob_gets(&registry, from).len(), 1, "only user-name's config");
+    assert_eq!(
+        blob_gets(&registry, from).len(),
+        1,
+        "only user-name's config"
+    );
     pod.remove_pod().await;
     eprintln!("stress and waves in {:?}", started.elapsed());
+}
+
+/// The report: one client pulls and removes an image in a loop while
+/// another removes, pulls and at once uses an image sharing its layers. The
+/// create right after a successful pull must find the image whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_create_right_after_a_pull_finds_the_image_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = registry(tmp.path());
+    let pod = Arc::new(Pod::new(json!({})).await);
+    remove_all(&pod.daemon).await;
+    let churned = name(&registry, "user-name");
+    let used = name(&registry, "busybox");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (pod, done, churned) = (pod.clone(), done.clone(), churned.clone());
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                pod.daemon.pull(&churned, None).await.unwrap();
+                remove_image(&pod.daemon, &churned).await.unwrap();
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut failures = Vec::new();
+    for round in 0..60 {
+        remove_image(&pod.daemon, &used).await.unwrap();
+        pod.daemon.pull(&used, None).await.unwrap();
+        if let Err(e) = create_and_remove(&pod, &used, &format!("c{round}")).await {
+            failures.push(format!("round {round}: {e}"));
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let churned_rounds = churn.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 60 creates failed right after their pull ({churned_rounds} pull/remove rounds beside):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    pod.remove_pod().await;
 }
