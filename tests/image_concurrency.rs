@@ -370,7 +370,7 @@ async fn a_create_right_after_a_pull_finds_the_image_whole() {
         })
     };
     let mut failures = Vec::new();
-    for round in 0..60 {
+    for round in 0..30 {
         remove_image(&pod.daemon, &used).await.unwrap();
         pod.daemon.pull(&used, None).await.unwrap();
         if let Err(e) = create_and_remove(&pod, &used, &format!("c{round}")).await {
@@ -381,7 +381,7 @@ async fn a_create_right_after_a_pull_finds_the_image_whole() {
     let churned_rounds = churn.await.unwrap();
     assert!(
         failures.is_empty(),
-        "{} of 60 creates failed right after their pull ({churned_rounds} pull/remove rounds beside):\n{}",
+        "{} of 30 creates failed right after their pull ({churned_rounds} pull/remove rounds beside):\n{}",
         failures.len(),
         failures.join("\n")
     );
