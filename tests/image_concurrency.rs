@@ -387,3 +387,159 @@ async fn a_create_right_after_a_pull_finds_the_image_whole() {
     );
     pod.remove_pod().await;
 }
+
+/// What the image store holds on disk: blob digests, snapshot chain IDs,
+/// and leftovers of unfinished work (ingest files, pending snapshots).
+struct OnDisk {
+    blobs: BTreeSet<String>,
+    chains: BTreeSet<String>,
+    leftovers: Vec<String>,
+}
+
+fn on_disk(root: &Path) -> OnDisk {
+    let names = |dir: &str| -> Vec<String> {
+        std::fs::read_dir(root.join(dir))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut leftovers = names("content/ingest");
+    leftovers.extend(names("snapshots/tmp"));
+    OnDisk {
+        blobs: names("content/blobs/sha256")
+            .into_iter()
+            .map(|h| format!("sha256:{h}"))
+            .collect(),
+        chains: names("snapshots")
+            .into_iter()
+            .filter(|n| n != "tmp")
+            .map(|h| format!("sha256:{h}"))
+            .collect(),
+        leftovers,
+    }
+}
+
+/// After a restart: every listed image is whole, and the store holds
+/// exactly what the listed images need (no orphaned blob or snapshot, no
+/// leftover of a pull, no mount).
+async fn assert_store_exact(daemon: &Daemon) -> usize {
+    let summary = summary();
+    let images = daemon
+        .images()
+        .await
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let (mut blobs, mut chains) = (BTreeSet::new(), BTreeSet::new());
+    for image in &images {
+        let info = image_status(daemon, &image.id).await.unwrap().unwrap();
+        let entry = summary["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["config_digest"] == image.id.as_str())
+            .expect("a harness image");
+        blobs.extend(blobs_of(
+            &summary,
+            &entry["repository"].as_str().unwrap()["crius-test/".len()..],
+        ));
+        blobs.insert(info["manifestDigest"].as_str().unwrap().to_string());
+        for chain in info["chainIDs"].as_array().unwrap() {
+            chains.insert(chain.as_str().unwrap().to_string());
+        }
+    }
+    let found = on_disk(&daemon.dir.join("root"));
+    assert!(
+        found.leftovers.is_empty(),
+        "leftovers: {:?}",
+        found.leftovers
+    );
+    assert_eq!(found.blobs, blobs, "blobs on disk against the images' own");
+    assert_eq!(
+        found.chains, chains,
+        "snapshots on disk against the images' own"
+    );
+    let prefix = format!("{}/", daemon.dir.display());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&prefix)),
+        "mounts left under {prefix}"
+    );
+    images.len()
+}
+
+/// SIGKILL of criusd at random moments of concurrent pulls of multi-layer
+/// images: after each restart the store holds whole images or nothing of
+/// them, and the pulls then complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_pull_killed_at_any_moment_leaves_nothing_half_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = registry(tmp.path());
+    let dir = tmp.path().join("daemon");
+    std::fs::create_dir(&dir).unwrap();
+    let _cleanup = common::CleanupGuard(dir.clone());
+    let names = [name(&registry, "layered"), name(&registry, "config")];
+    let pull_both = |daemon: &Daemon| {
+        let endpoint = daemon.endpoint();
+        let names = names.clone();
+        tokio::spawn(async move {
+            let channel = crius::client::connect(&endpoint, Duration::from_secs(10), None)
+                .await
+                .ok()?;
+            let client = crius::client::image_client(channel);
+            let pulls = names.map(|name| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .pull_image(cri::PullImageRequest {
+                            image: Some(cri::ImageSpec {
+                                image: name,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        })
+                        .await
+                })
+            });
+            let mut ok = true;
+            for pull in pulls {
+                ok &= pull.await.is_ok_and(|r| r.is_ok());
+            }
+            Some(ok)
+        })
+    };
+    // How long both pulls take from cold, to aim the kills inside it.
+    let daemon = Daemon::start_in(&dir, &[]);
+    let started = Instant::now();
+    assert_eq!(pull_both(&daemon).await.unwrap(), Some(true));
+    let span = started.elapsed();
+    drop(daemon);
+
+    let seed = seed();
+    eprintln!("CRIUS_STRESS_SEED={seed}; pulls take {span:?}");
+    let mut rng = Rng::new(seed);
+    let (mut whole, mut absent) = (0, 0);
+    for _ in 0..12 {
+        let mut daemon = Daemon::start_in(&dir, &[]);
+        match assert_store_exact(&daemon).await {
+            0 => absent += 1,
+            _ => whole += 1,
+        }
+        remove_all(&daemon).await;
+        let pulls = pull_both(&daemon);
+        let delay = span.mul_f64(rng.below(1000) as f64 / 800.0);
+        tokio::time::sleep(delay).await;
+        daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
+        let _ = pulls.await;
+    }
+    let daemon = Daemon::start_in(&dir, &[]);
+    assert_store_exact(&daemon).await;
+    assert_eq!(pull_both(&daemon).await.unwrap(), Some(true));
+    assert_eq!(assert_store_exact(&daemon).await, 2);
+    eprintln!("after kills: {whole} times some image whole, {absent} times nothing");
+}

@@ -452,3 +452,50 @@ pub struct HeldImage {
     pub record: ImageRecord,
     _lease: InFlight,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path) -> Images {
+        let store = Arc::new(Store::open(root).unwrap());
+        let options = ImageOptions {
+            platform: Platform::host(),
+            max_downloads: 1,
+            registry_config_path: root.join("certs.d"),
+            credentials_file: Default::default(),
+            pinned: Vec::new(),
+        };
+        Images::open(root, store, options).unwrap()
+    }
+
+    #[test]
+    fn gc_keeps_what_work_in_flight_holds_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = open(dir.path());
+        let (blob, chain) = (
+            format!("sha256:{}", "b".repeat(64)),
+            format!("sha256:{}", "c".repeat(64)),
+        );
+        std::fs::write(images.content.path(&blob), b"x").unwrap();
+        std::fs::create_dir_all(images.snapshots.fs(&chain)).unwrap();
+
+        // A pull that found them (or just committed them) and has not yet
+        // saved its record.
+        let pull = images.leases.begin();
+        pull.hold([blob.as_str()], [chain.as_str()]);
+        images.collect_garbage().unwrap();
+        assert!(images.content.has(&blob) && images.snapshots.exists(&chain));
+
+        drop(pull);
+        images.collect_garbage().unwrap();
+        assert!(!images.content.has(&blob) && !images.snapshots.exists(&chain));
+        let tmp = std::fs::read_dir(images.snapshots.root().join("tmp")).unwrap();
+        assert_eq!(
+            tmp.count(),
+            0,
+            "collected snapshots are deleted, not parked"
+        );
+        assert!(images.hold_image("sha256:abcd").unwrap().is_none());
+    }
+}
