@@ -67,7 +67,7 @@ impl Classify for LayerError {
 
 impl Images {
     /// Pulls `name` and returns its record (id = config digest). A failed
-    /// pull takes back the config it stored, unless an image uses it.
+    /// pull collects what it made that nothing else holds.
     pub async fn pull(
         self: &Arc<Self>,
         name: &str,
@@ -348,7 +348,7 @@ impl Images {
                 .await
                 .unwrap_or_else(|lost| {
                     Err(Arc::new(ImageError::Io {
-                        path: key.clone(),
+                        path: format!("fetching config {key}"),
                         source: std::io::Error::other(lost),
                     }))
                 })
