@@ -4,7 +4,7 @@
 
 use crius::image::auth::Credentials;
 use crius::image::manifest::Platform;
-use crius::image::{ImageError, ImageOptions, Images};
+use crius::image::{ImageOptions, Images};
 use crius::store::Store;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +41,10 @@ async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
     let name = format!("{}/crius-test/layered:latest", registry());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
 
-    let merged = images.mount_rootfs("c1", &name, None).unwrap();
+    let held = images.hold_image(&name).unwrap().unwrap();
+    let merged = images.mount_rootfs("c1", &held.record, None).unwrap();
+    // The rootfs's own lease holds the snapshots from here on.
+    drop(held);
     assert_eq!(
         std::fs::read_to_string(merged.join("data/keep.txt")).unwrap(),
         "v2\n"
@@ -61,7 +64,7 @@ async fn rootfs_overlays_the_image_and_leases_its_snapshots() {
         "v2\n"
     );
     // Mounting again is a no-op that returns the same rootfs.
-    assert_eq!(images.mount_rootfs("c1", &name, None).unwrap(), merged);
+    assert_eq!(images.mount_rootfs("c1", &record, None).unwrap(), merged);
 
     // Removing the image keeps what the container runs on.
     images.remove(&name).unwrap();
@@ -87,17 +90,17 @@ async fn rootfs_errors_are_clear_and_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let images = open(dir.path());
     let name = format!("{}/crius-test/busybox:latest", registry());
-    let err = images.mount_rootfs("c1", &name, None).unwrap_err();
-    assert!(matches!(err, ImageError::NotFound(_)), "{err}");
-    assert!(!dir.path().join("rootfs/c1").exists());
+    assert!(images.hold_image(&name).unwrap().is_none());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
+    let held = images.hold_image(&name).unwrap().unwrap();
     for bad in ["", "../x", "a/b", ".hidden"] {
-        let err = images.mount_rootfs(bad, &name, None).unwrap_err();
+        let err = images.mount_rootfs(bad, &held.record, None).unwrap_err();
         assert!(err.to_string().contains("container id"), "{bad}: {err}");
     }
     // Two containers share the image's snapshots.
-    let a = images.mount_rootfs("a", &name, None).unwrap();
-    let b = images.mount_rootfs("b", &name, None).unwrap();
+    let a = images.mount_rootfs("a", &held.record, None).unwrap();
+    let b = images.mount_rootfs("b", &held.record, None).unwrap();
+    drop(held);
     std::fs::write(a.join("tmp/only-in-a"), "a").unwrap();
     assert!(!b.join("tmp/only-in-a").exists());
     images.remove_rootfs("a").unwrap();
@@ -118,7 +121,7 @@ async fn the_image_user_resolves_inside_its_rootfs() {
     let name = format!("{}/crius-test/user-name:latest", registry());
     images.pull(&name, &Credentials::Anonymous).await.unwrap();
     let record = images.resolve(&name).unwrap().unwrap();
-    let rootfs = images.mount_rootfs("u1", &name, None).unwrap();
+    let rootfs = images.mount_rootfs("u1", &record, None).unwrap();
     let user = resolve(&rootfs, None, &record.run_config().user).unwrap();
     // someuser (1000) is a member of `users` (100) and `extra` (2000).
     assert_eq!(

@@ -83,15 +83,13 @@ impl Containers {
                 "config.image.image is empty".into(),
             ));
         }
-        let image = self
-            .images
-            .resolve(&image_name)?
-            .ok_or_else(|| ContainerError::NotFound(format!("image {image_name}")))
-            .map_err(|_| {
-                ContainerError::NotFound(format!(
-                    "image {image_name:?} (config.image.image) is not present; pull it first"
-                ))
-            })?;
+        // Held until the rootfs's own lease holds the snapshots: a removal
+        // of the image meanwhile takes its record, not its content.
+        let held = self.images.hold_image(&image_name)?.ok_or_else(|| {
+            ContainerError::NotFound(format!(
+                "image {image_name:?} (config.image.image) is not present; pull it first"
+            ))
+        })?;
         let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
         let id = crate::ids::new_id();
         {
@@ -121,11 +119,12 @@ impl Containers {
             &dir,
             &config,
             sandbox,
-            &image,
+            &held.record,
             &runtime,
             request.handler,
             &cdi,
         );
+        drop(held);
         if result.is_err() {
             let _ = runtime.delete(&id);
             idmap::unmount_all_under(&dir);
@@ -166,7 +165,7 @@ impl Containers {
         let started = Instant::now();
         let rootfs = self.images.mount_rootfs(
             id,
-            &image.id,
+            image,
             userns.map(|u| (u, sandbox.namespaces.root_ids())),
         )?;
         metrics::pod_phase(Phase::Rootfs, started.elapsed());

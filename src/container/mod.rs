@@ -562,6 +562,20 @@ impl Containers {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
+        // A rootfs whose container has neither record nor dir: a removal
+        // cut short after the dir went. Its lease would hold snapshots forever.
+        if let Ok(entries) = std::fs::read_dir(self.images.rootfs_root()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !known.contains(&id) && !self.root.join(&id).exists() {
+                    tracing::warn!(
+                        id,
+                        "removing the rootfs of a container that no longer exists"
+                    );
+                    let _ = self.images.remove_rootfs(&id);
+                }
+            }
+        }
         for id in known {
             // Watched first, so an exit between the two is not missed.
             if let Ok(record) = self.get(&id)

@@ -6,12 +6,25 @@
 //!   complete and verified, so a listed image is always usable.
 //! - A tag names at most one image: pulling a tag that moved takes it from
 //!   the image that had it.
-//! - Blobs and snapshots that no image references are removed after each
-//!   RemoveImage (garbage collection in `remove`).
+//! - Nothing is deleted that a record or a lease holds (`lease`). A pull
+//!   holds its blobs and snapshots from before its first byte until its
+//!   record is saved; a CreateContainer or an image volume holds its image
+//!   from the lookup until its durable lease (`lease.json`) is written, and
+//!   that lease holds the snapshots until the rootfs or volume is removed.
+//!   Holders look for an object only once they hold it, so GC (which
+//!   decides under the lease table's lock) never deletes what a pull found
+//!   or committed and is about to record.
+//! - Garbage collection (after RemoveImage, a failed pull, a removed rootfs
+//!   or volume, and at start-up) deletes every blob and snapshot that no
+//!   record and no lease holds.
+//! - Work on one blob or snapshot runs once however many pulls want it
+//!   (`flight`): the others wait and share its result or its error.
 
 pub mod auth;
 pub mod content;
+mod flight;
 pub mod hosts;
+pub mod lease;
 pub mod manifest;
 pub mod overlay;
 mod pull;
@@ -26,15 +39,16 @@ pub mod volume;
 use crate::error::{Classify, ErrorKind};
 use crate::store::{Store, StoreError, Table};
 use content::{ContentError, ContentStore};
+use flight::Flights;
+use lease::{InFlight, Leases};
 use manifest::Platform;
 use record::ImageRecord;
 use reference::{Reference, ReferenceError};
 use registry::{RegistryClient, RegistryError};
 use snapshot::Snapshots;
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use unpack::UnpackError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -54,11 +68,14 @@ pub enum ImageError {
     #[error("pulling {image}: {source}")]
     Content { image: String, source: ContentError },
     #[error("pulling {image}: layer {layer}: {source}")]
-    Unpack {
+    Layer {
         image: String,
         layer: String,
-        source: UnpackError,
+        source: Arc<pull::LayerError>,
     },
+    /// The error of work another pull ran for this one too.
+    #[error(transparent)]
+    Shared(Arc<ImageError>),
     #[error("pulling {image}: {reason}")]
     Config { image: String, reason: String },
     #[error("image store {path}: {source}")]
@@ -82,21 +99,11 @@ impl Classify for ImageError {
         match self {
             ImageError::Reference(_) | ImageError::BadSpec(_) => ErrorKind::InvalidArgument,
             ImageError::NotFound(_) => ErrorKind::NotFound,
-            ImageError::Registry { source, .. } => match source {
-                RegistryError::NotFound { .. } => ErrorKind::NotFound,
-                RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
-                RegistryError::Denied { .. } => ErrorKind::PermissionDenied,
-                RegistryError::Transport { .. }
-                | RegistryError::Status { .. }
-                | RegistryError::Token { .. } => ErrorKind::Unavailable,
-                RegistryError::TooLarge { .. } | RegistryError::Tls { .. } => {
-                    ErrorKind::FailedPrecondition
-                }
-            },
+            ImageError::Registry { source, .. } => registry_kind(source),
+            ImageError::Layer { source, .. } => source.kind(),
+            ImageError::Shared(e) => e.kind(),
             // The registry served content that does not verify or parse.
-            ImageError::BadContent { .. } | ImageError::Unpack { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            ImageError::BadContent { .. } => ErrorKind::FailedPrecondition,
             ImageError::Content { source, .. } => match source {
                 ContentError::Io { .. } => ErrorKind::Internal,
                 _ => ErrorKind::FailedPrecondition,
@@ -107,6 +114,18 @@ impl Classify for ImageError {
             | ImageError::InUse { .. } => ErrorKind::FailedPrecondition,
             ImageError::Store(e) => e.kind(),
         }
+    }
+}
+
+fn registry_kind(e: &RegistryError) -> ErrorKind {
+    match e {
+        RegistryError::NotFound { .. } => ErrorKind::NotFound,
+        RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
+        RegistryError::Denied { .. } => ErrorKind::PermissionDenied,
+        RegistryError::Transport { .. }
+        | RegistryError::Status { .. }
+        | RegistryError::Token { .. } => ErrorKind::Unavailable,
+        RegistryError::TooLarge { .. } | RegistryError::Tls { .. } => ErrorKind::FailedPrecondition,
     }
 }
 
@@ -148,6 +167,12 @@ pub struct Images {
     downloads: Arc<tokio::sync::Semaphore>,
     /// Records by image id, mirroring the store.
     records: RwLock<BTreeMap<String, ImageRecord>>,
+    /// In-flight leases; their lock is the GC lock.
+    leases: Leases,
+    /// Configs being fetched, by digest.
+    blob_flights: Flights<Result<(), Arc<ImageError>>>,
+    /// Layers being fetched and unpacked, by chain ID.
+    layer_flights: Flights<Result<(), Arc<pull::LayerError>>>,
     /// Serialises mounting and releasing image volumes.
     volume_lock: std::sync::Mutex<()>,
 }
@@ -179,8 +204,24 @@ impl Images {
             downloads: Arc::new(tokio::sync::Semaphore::new(options.max_downloads.max(1))),
             options,
             records: RwLock::new(records),
+            leases: Leases::default(),
+            blob_flights: Flights::default(),
+            layer_flights: Flights::default(),
             volume_lock: Default::default(),
         })
+    }
+
+    /// Finds `name` (as `resolve` does) and holds the image's blobs and
+    /// snapshots until the answer is dropped, with no GC between the lookup
+    /// and the hold: for work that will make a durable lease of it.
+    pub fn hold_image(&self, name: &str) -> Result<Option<HeldImage>, ImageError> {
+        let lease = self.leases.begin();
+        Ok(lease
+            .hold_image(|| self.resolve(name))?
+            .map(|record| HeldImage {
+                record,
+                _lease: lease,
+            }))
     }
 
     pub fn snapshots(&self) -> &Snapshots {
@@ -257,10 +298,10 @@ impl Images {
     }
 
     /// Removes the image `name` names, with all its tags (as the CRI says:
-    /// removing by one tag removes the image), then its unreferenced blobs and
-    /// snapshots; snapshots that containers' rootfs leases hold stay. An
-    /// unknown image is not an error; an image a pod mounts as an image
-    /// volume is refused until the pod is removed.
+    /// removing by one tag removes the image), then its blobs and snapshots
+    /// that nothing else holds: those of containers, of pulls and of creates
+    /// under way stay. An unknown image is not an error; an image a pod
+    /// mounts as an image volume is refused until the pod is removed.
     pub fn remove(&self, name: &str) -> Result<(), ImageError> {
         let Some(record) = self.resolve(name)? else {
             return Ok(());
@@ -282,38 +323,55 @@ impl Images {
         self.collect_garbage()
     }
 
-    /// Deletes blobs and snapshots that no image and no container's rootfs
-    /// refers to.
+    /// Deletes blobs and snapshots that no image record and no lease
+    /// (durable or in flight) holds.
     pub fn collect_garbage(&self) -> Result<(), ImageError> {
-        let in_use = self.leased_chain_ids();
-        let records = self.records.read().expect("image records");
-        let blobs: HashSet<&str> = records.values().flat_map(ImageRecord::blobs).collect();
-        let chains: HashSet<&str> = records.values().flat_map(ImageRecord::chain_ids).collect();
-        for digest in self.content.list().map_err(|source| ImageError::Content {
-            image: String::new(),
-            source,
-        })? {
-            if !blobs.contains(digest.as_str()) {
-                self.content
-                    .delete(&digest)
-                    .map_err(|source| ImageError::Content {
-                        image: String::new(),
-                        source,
-                    })?;
+        let trash = self.sweep()?;
+        // Out of sight already; the slow part runs without the lock.
+        for dir in trash {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a collected snapshot");
             }
         }
+        Ok(())
+    }
+
+    /// GC's decisions, under the lease table's lock: no hold is taken or
+    /// released meanwhile. Unheld blobs are unlinked; unheld snapshots are
+    /// moved into `snapshots/tmp/` (cleared at start) and returned.
+    fn sweep(&self) -> Result<Vec<PathBuf>, ImageError> {
+        let leases = self.leases.lock();
+        let (mut blobs, mut chains) = leases.held();
+        chains.extend(self.leased_chain_ids());
+        for record in self.records.read().expect("image records").values() {
+            blobs.extend(record.blobs().map(str::to_string));
+            chains.extend(record.chain_ids().map(str::to_string));
+        }
+        let content_err = |source| ImageError::Content {
+            image: String::new(),
+            source,
+        };
+        for digest in self.content.list().map_err(content_err)? {
+            if !blobs.contains(&digest) {
+                self.content.delete(&digest).map_err(content_err)?;
+            }
+        }
+        let mut trash = Vec::new();
         for chain in self
             .snapshots
             .list()
             .map_err(io_err(self.snapshots.root()))?
         {
-            if !chains.contains(chain.as_str()) && !in_use.contains(&chain) {
-                self.snapshots
-                    .remove(&chain)
-                    .map_err(io_err(self.snapshots.root()))?;
+            if !chains.contains(&chain) {
+                trash.extend(
+                    self.snapshots
+                        .discard(&chain)
+                        .map_err(io_err(self.snapshots.root()))?,
+                );
             }
         }
-        Ok(())
+        drop(leases);
+        Ok(trash)
     }
 
     /// What the images occupy: stored blobs plus unpacked snapshots,
@@ -351,19 +409,6 @@ impl Images {
         usage
     }
 
-    /// Deletes a blob a failed pull stored, unless a recorded image uses it.
-    fn drop_unreferenced_blob(&self, digest: &str) {
-        let used = self
-            .records
-            .read()
-            .expect("image records")
-            .values()
-            .any(|r| r.blobs().any(|b| b == digest));
-        if !used && let Err(e) = self.content.delete(digest) {
-            tracing::warn!(blob = digest, error = %e, "cannot remove the blob of a failed pull");
-        }
-    }
-
     /// Records a pulled image; takes its tags from any image that had them.
     fn save(&self, mut record: ImageRecord) -> Result<ImageRecord, ImageError> {
         let mut records = self.records.write().expect("image records");
@@ -399,5 +444,58 @@ impl Images {
         self.store.put(Table::Images, &record.id, &record)?;
         records.insert(record.id.clone(), record.clone());
         Ok(record)
+    }
+}
+
+/// An image looked up and held (see `Images::hold_image`).
+pub struct HeldImage {
+    pub record: ImageRecord,
+    _lease: InFlight,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(root: &Path) -> Images {
+        let store = Arc::new(Store::open(root).unwrap());
+        let options = ImageOptions {
+            platform: Platform::host(),
+            max_downloads: 1,
+            registry_config_path: root.join("certs.d"),
+            credentials_file: Default::default(),
+            pinned: Vec::new(),
+        };
+        Images::open(root, store, options).unwrap()
+    }
+
+    #[test]
+    fn gc_keeps_what_work_in_flight_holds_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = open(dir.path());
+        let (blob, chain) = (
+            format!("sha256:{}", "b".repeat(64)),
+            format!("sha256:{}", "c".repeat(64)),
+        );
+        std::fs::write(images.content.path(&blob), b"x").unwrap();
+        std::fs::create_dir_all(images.snapshots.fs(&chain)).unwrap();
+
+        // A pull that found them (or just committed them) and has not yet
+        // saved its record.
+        let pull = images.leases.begin();
+        pull.hold([blob.as_str()], [chain.as_str()]);
+        images.collect_garbage().unwrap();
+        assert!(images.content.has(&blob) && images.snapshots.exists(&chain));
+
+        drop(pull);
+        images.collect_garbage().unwrap();
+        assert!(!images.content.has(&blob) && !images.snapshots.exists(&chain));
+        let tmp = std::fs::read_dir(images.snapshots.root().join("tmp")).unwrap();
+        assert_eq!(
+            tmp.count(),
+            0,
+            "collected snapshots are deleted, not parked"
+        );
+        assert!(images.hold_image("sha256:abcd").unwrap().is_none());
     }
 }

@@ -6,15 +6,23 @@
 //! through the decompressor into the unpacker (diff ID checked). Layers unpack
 //! into their own snapshot directories, so they need not wait for each other.
 //! Any mismatch drops the pending blob and snapshot: nothing half-made stays.
+//!
+//! The pull's lease holds the config from before it is fetched, and the
+//! manifests, layers and snapshots from before any of them is looked for,
+//! until the record is saved; a failed pull then collects what it alone
+//! made. Configs (by digest) and layers (by chain ID) are each fetched by
+//! one flight however many pulls want them; a layer's blob is fetched once
+//! even for two chains that share it.
 
 use super::content::{ContentError, Ingest};
+use super::lease::InFlight;
 use super::manifest::{self, Compression, Descriptor, Fetched, ImageConfig, MAX_CONFIG_BYTES};
 use super::record::{ImageRecord, LayerRecord};
 use super::reference::{Reference, validate_digest};
 use super::registry::{RegistryError, Repository};
 use super::unpack::{self, HashingReader, UnpackError, Usage};
 use super::{ImageError, Images, auth, auth::Credentials, hosts};
-use crate::error::Classify;
+use crate::error::{Classify, ErrorKind};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -29,9 +37,9 @@ use tokio::sync::mpsc::{Receiver, channel};
 /// Chunks buffered between the download and the unpacking worker.
 const CHANNEL_CHUNKS: usize = 64;
 
-/// Why one layer failed, before it is put in the image's terms.
+/// Why one layer failed (shared by every pull that waited for it).
 #[derive(Debug, thiserror::Error)]
-enum LayerError {
+pub enum LayerError {
     #[error(transparent)]
     Unpack(#[from] UnpackError),
     #[error(transparent)]
@@ -40,13 +48,26 @@ enum LayerError {
     DiffId { expected: String, actual: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Registry(RegistryError),
     #[error("download: {0}")]
     Download(String),
 }
 
+impl Classify for LayerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LayerError::Content(ContentError::Io { .. }) => ErrorKind::Internal,
+            LayerError::Registry(e) => super::registry_kind(e),
+            // The registry served content that does not verify or unpack.
+            _ => ErrorKind::FailedPrecondition,
+        }
+    }
+}
+
 impl Images {
     /// Pulls `name` and returns its record (id = config digest). A failed
-    /// pull takes back the config it stored, unless an image uses it.
+    /// pull collects what it made that nothing else holds.
     pub async fn pull(
         self: &Arc<Self>,
         name: &str,
@@ -64,16 +85,20 @@ impl Images {
         creds: &Credentials,
         issued_for: Option<&str>,
     ) -> Result<ImageRecord, ImageError> {
-        let mut stored_config = None;
         let started = Instant::now();
         let downloaded = Arc::new(AtomicU64::new(0));
+        let lease = self.leases.begin();
         let result = self
-            .pull_image(name, creds, issued_for, &mut stored_config, &downloaded)
+            .pull_image(name, creds, issued_for, &lease, &downloaded)
             .await;
-        if result.is_err()
-            && let Some(digest) = stored_config
-        {
-            self.drop_unreferenced_blob(&digest);
+        drop(lease);
+        if result.is_err() {
+            // What this pull alone made goes with it (complete or absent).
+            let this = self.clone();
+            let collected = tokio::task::spawn_blocking(move || this.collect_garbage()).await;
+            if let Ok(Err(e)) = collected {
+                tracing::warn!(error = %e, "collecting what a failed pull left");
+            }
         }
         crate::metrics::daemon::image_pull(
             result.as_ref().err().map(Classify::kind),
@@ -88,7 +113,7 @@ impl Images {
         name: &str,
         creds: &Credentials,
         issued_for: Option<&str>,
-        stored_config: &mut Option<String>,
+        lease: &InFlight,
         downloaded: &Arc<AtomicU64>,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(name)?;
@@ -177,8 +202,9 @@ impl Images {
             };
 
         validate_digest(&manifest.config.digest).map_err(&bad)?;
+        lease.hold([manifest.config.digest.as_str()], []);
         let config_bytes = self
-            .config_blob(&repo, &manifest.config, creds, &image, stored_config)
+            .config_blob(&repo, &manifest.config, creds, &image)
             .await?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("image config is malformed: {e}")))?;
@@ -197,6 +223,14 @@ impl Images {
             validate_digest(d).map_err(&bad)?;
         }
         let chain_ids = manifest::chain_ids(diff_ids);
+        lease.hold(
+            manifest
+                .layers
+                .iter()
+                .map(|l| l.digest.as_str())
+                .chain([manifest_digest.as_str(), top_digest.as_str()]),
+            chain_ids.iter().map(String::as_str),
+        );
 
         let mut tasks = tokio::task::JoinSet::new();
         for (i, layer) in manifest.layers.iter().enumerate() {
@@ -209,25 +243,19 @@ impl Images {
                 downloaded: downloaded.clone(),
             };
             let (this, repo, creds) = (self.clone(), repo.clone(), creds.clone());
-            tasks.spawn(async move { this.ensure_layer(&repo, job, &creds).await });
+            tasks.spawn(async move {
+                let layer = job.layer.digest.clone();
+                this.ensure_layer(&repo, job, &creds)
+                    .await
+                    .map_err(|e| (layer, e))
+            });
         }
         while let Some(joined) = tasks.join_next().await {
             let result = joined.map_err(|e| bad(format!("layer task failed: {e}")))?;
-            result.map_err(|(layer, e)| match e {
-                LayerError::Unpack(source) => ImageError::Unpack {
-                    image: image.clone(),
-                    layer,
-                    source,
-                },
-                LayerError::Content(source) => ImageError::Content {
-                    image: image.clone(),
-                    source,
-                },
-                LayerError::Download(detail) if detail.starts_with("registry:") => bad(format!(
-                    "layer {layer}: {}",
-                    detail.trim_start_matches("registry:")
-                )),
-                other => bad(format!("layer {layer}: {other}")),
+            result.map_err(|(layer, source)| ImageError::Layer {
+                image: image.clone(),
+                layer,
+                source,
             })?;
         }
 
@@ -286,34 +314,72 @@ impl Images {
         Ok(record)
     }
 
-    /// The config blob, from the store or the registry (bounded, verified),
-    /// kept in memory: it is stored only once the whole image is.
+    /// The config blob, from the store or else from the registry by one
+    /// flight for all concurrent pulls. The caller holds it.
     async fn config_blob(
+        self: &Arc<Self>,
+        repo: &Repository,
+        desc: &Descriptor,
+        creds: &Credentials,
+        image: &str,
+    ) -> Result<Vec<u8>, ImageError> {
+        if desc.size < 0 || desc.size as u64 > MAX_CONFIG_BYTES {
+            return Err(ImageError::BadContent {
+                image: image.into(),
+                reason: format!("config size {} is out of bounds", desc.size),
+            });
+        }
+        if !self.content.has(&desc.digest) {
+            let (this, repo, desc, creds, image) = (
+                self.clone(),
+                repo.clone(),
+                desc.clone(),
+                creds.clone(),
+                image.to_string(),
+            );
+            let key = desc.digest.clone();
+            let work = async move {
+                this.fetch_config(&repo, &desc, &creds, &image)
+                    .await
+                    .map_err(Arc::new)
+            };
+            self.blob_flights
+                .run(&key, work)
+                .await
+                .unwrap_or_else(|lost| {
+                    Err(Arc::new(ImageError::Io {
+                        path: format!("fetching config {key}"),
+                        source: std::io::Error::other(lost),
+                    }))
+                })
+                .map_err(ImageError::Shared)?;
+        }
+        self.content
+            .read(&desc.digest)
+            .map_err(|source| ImageError::Content {
+                image: image.into(),
+                source,
+            })
+    }
+
+    /// Downloads a config (bounded, verified) into the content store.
+    async fn fetch_config(
         &self,
         repo: &Repository,
         desc: &Descriptor,
         creds: &Credentials,
         image: &str,
-        stored: &mut Option<String>,
-    ) -> Result<Vec<u8>, ImageError> {
-        // Concurrent pulls of one image fetch its config once.
-        let _guard = self.content.lock(&desc.digest).await;
+    ) -> Result<(), ImageError> {
+        // Held while fetched, whoever waits for it.
+        let work = self.leases.begin();
+        work.hold([desc.digest.as_str()], []);
         if self.content.has(&desc.digest) {
-            return self
-                .content
-                .read(&desc.digest)
-                .map_err(|source| ImageError::Content {
-                    image: image.into(),
-                    source,
-                });
+            return Ok(());
         }
         let bad = |reason: String| ImageError::BadContent {
             image: image.into(),
             reason,
         };
-        if desc.size < 0 || desc.size as u64 > MAX_CONFIG_BYTES {
-            return Err(bad(format!("config size {} is out of bounds", desc.size)));
-        }
         tracing::debug!(blob = %desc.digest, "downloading config");
         let mut resp = self
             .registry
@@ -348,41 +414,52 @@ impl Images {
             .map_err(|source| ImageError::Content {
                 image: image.into(),
                 source,
-            })?;
-        *stored = Some(desc.digest.clone());
-        Ok(body)
+            })
     }
 
-    /// Makes sure a layer's snapshot exists; on failure says which layer.
+    /// Makes sure a layer's snapshot exists: the pull holds its chain ID
+    /// already, so a snapshot seen here stays; else one flight per chain ID
+    /// makes it for every pull that wants it.
     async fn ensure_layer(
-        &self,
+        self: &Arc<Self>,
         repo: &Repository,
         job: LayerJob,
         creds: &Credentials,
-    ) -> Result<(), (String, LayerError)> {
-        let digest = job.layer.digest.clone();
-        self.ensure_layer_inner(repo, job, creds)
+    ) -> Result<(), Arc<LayerError>> {
+        if self.snapshots.exists(&job.chain_id) {
+            return Ok(());
+        }
+        let key = job.chain_id.clone();
+        let (this, repo, creds) = (self.clone(), repo.clone(), creds.clone());
+        let work = async move { this.make_layer(&repo, job, &creds).await.map_err(Arc::new) };
+        self.layer_flights
+            .run(&key, work)
             .await
-            .map_err(|e| (digest, e))
+            .unwrap_or_else(|lost| Err(Arc::new(LayerError::Download(lost.to_string()))))
     }
 
-    async fn ensure_layer_inner(
+    /// Downloads (unless stored) and unpacks one layer into its snapshot.
+    async fn make_layer(
         &self,
         repo: &Repository,
         job: LayerJob,
         creds: &Credentials,
     ) -> Result<(), LayerError> {
+        // Held while made, whoever waits for it.
+        let work = self.leases.begin();
+        work.hold([job.layer.digest.as_str()], [job.chain_id.as_str()]);
+        if self.snapshots.exists(&job.chain_id) {
+            return Ok(());
+        }
+        // The same blob under another parent is another chain: its flight
+        // waits here and then unpacks the stored blob.
+        let _blob = self.content.lock(&job.layer.digest).await;
         let _slot = self
             .downloads
             .clone()
             .acquire_owned()
             .await
             .map_err(|e| LayerError::Download(e.to_string()))?;
-        // Pulls sharing this layer wait here, then find the snapshot made.
-        let _guard = self.content.lock(&job.chain_id).await;
-        if self.snapshots.exists(&job.chain_id) {
-            return Ok(());
-        }
         let pending = self.snapshots.prepare(&job.chain_id)?;
         let fs = pending.fs();
         let (compression, diff_id) = (job.compression, job.diff_id.clone());
@@ -400,7 +477,7 @@ impl Images {
                 .registry
                 .blob(repo, &job.layer.digest, creds)
                 .await
-                .map_err(|e| LayerError::Download(format!("registry:{e}")))?;
+                .map_err(LayerError::Registry)?;
             let ingest = self.content.writer(&job.layer.digest, job.layer.size)?;
             let (tx, rx) = channel::<Bytes>(CHANNEL_CHUNKS);
             let worker = tokio::task::spawn_blocking(move || {

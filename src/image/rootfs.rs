@@ -3,26 +3,20 @@
 //! under `<root>/rootfs/<container-id>/`.
 //!
 //! Invariants:
-//! - Each rootfs holds a lease (`lease.json`: its image and chain IDs, written
-//!   before the mount). Garbage collection keeps every leased snapshot, so
-//!   removing an image never pulls the ground from under a container; the
+//! - Each rootfs holds a durable lease (`lease.json`: its image and chain
+//!   IDs, written before the mount, while CreateContainer's in-flight lease
+//!   still holds the image). Garbage collection keeps every leased snapshot,
+//!   so removing an image never pulls the ground from under a container; the
 //!   snapshots go when the last container using them is removed.
 //! - A failed mount leaves nothing behind; removal is idempotent.
 
+use super::lease::Lease;
 use super::overlay::{self, Overlay};
+use super::record::ImageRecord;
 use super::{ImageError, Images};
 use nix::mount::{MntFlags, umount2};
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-/// What a container's rootfs holds on to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Lease {
-    pub image_id: String,
-    /// Bottom layer first.
-    pub chain_ids: Vec<String>,
-}
 
 impl Images {
     /// Where containers' root filesystems and writable layers live.
@@ -50,8 +44,8 @@ impl Images {
         Some(self.rootfs_dir(container_id).ok()?.join("rw/upper"))
     }
 
-    /// Mounts the rootfs of `container_id` from `image` (id or name) and
-    /// returns the merged directory. Mounting an existing rootfs again
+    /// Mounts the rootfs of `container_id` from `image` (which the caller
+    /// holds: see `Images::hold_image`) and returns the merged directory. Mounting an existing rootfs again
     /// returns it as it is (after a restart it is mounted again). With
     /// `userns` (a pinned user namespace), the overlay is made of idmapped
     /// copies of the layers and of the writable dirs (`lower/<n>`, `rw-map`),
@@ -59,7 +53,7 @@ impl Images {
     pub fn mount_rootfs(
         &self,
         container_id: &str,
-        image: &str,
+        image: &ImageRecord,
         userns: Option<(&Path, (u32, u32))>,
     ) -> Result<PathBuf, ImageError> {
         let dir = self.rootfs_dir(container_id)?;
@@ -68,21 +62,14 @@ impl Images {
             path: dir.display().to_string(),
             source,
         };
-        let lease = match read_lease(&dir) {
+        let lease = match Lease::read(&dir) {
             Some(lease) => lease,
             None => {
-                let record = self
-                    .resolve(image)?
-                    .ok_or_else(|| ImageError::NotFound(image.to_string()))?;
-                let lease = Lease {
-                    image_id: record.id.clone(),
-                    chain_ids: record.chain_ids().map(str::to_string).collect(),
-                };
+                let lease = Lease::of(image);
                 for sub in ["rw/upper", "rw/work", "merged"] {
                     std::fs::create_dir_all(dir.join(sub)).map_err(io)?;
                 }
-                let bytes = serde_json::to_vec(&lease).expect("lease encodes");
-                std::fs::write(dir.join("lease.json"), bytes).map_err(io)?;
+                lease.write(&dir).map_err(io)?;
                 lease
             }
         };
@@ -169,7 +156,7 @@ impl Images {
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
-            .filter_map(|e| read_lease(&e.path()));
+            .filter_map(|e| Lease::read(&e.path()));
         rootfs
             .chain(
                 self.image_volume_leases()
@@ -220,10 +207,6 @@ pub(super) fn idmapped_lowers(
 /// Detaches every mount below `dir` (deepest first).
 pub(super) fn unmount_all_under(dir: &Path) {
     crate::idmap::unmount_all_under(dir);
-}
-
-pub(super) fn read_lease(dir: &Path) -> Option<Lease> {
-    serde_json::from_slice(&std::fs::read(dir.join("lease.json")).ok()?).ok()
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).

@@ -4,8 +4,9 @@
 //!
 //! Invariants:
 //! - A snapshot directory exists only complete: layers unpack into `tmp/`
-//!   and are renamed into place after their digests are verified. What a
-//!   crash leaves in `tmp/` is removed at the next start.
+//!   and are renamed into place after their digests are verified; garbage
+//!   collection renames a snapshot back into `tmp/` before deleting it.
+//!   What a crash leaves in `tmp/` is removed at the next start.
 
 use super::unpack::Usage;
 use std::path::{Path, PathBuf};
@@ -96,10 +97,20 @@ impl Snapshots {
             .unwrap_or_default()
     }
 
-    pub fn remove(&self, chain_id: &str) -> std::io::Result<()> {
-        match std::fs::remove_dir_all(self.dir(chain_id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+    /// Takes a snapshot out of use at once: renames it into `tmp/` (which
+    /// start-up clears) and returns the new path for the slow deletion.
+    /// None if there was no such snapshot.
+    pub fn discard(&self, chain_id: &str) -> std::io::Result<Option<PathBuf>> {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let trash = self
+            .root
+            .join("tmp")
+            .join(format!("gc-{}-{n}", chain_id.trim_start_matches("sha256:")));
+        match std::fs::rename(self.dir(chain_id), &trash) {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

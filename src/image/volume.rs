@@ -7,13 +7,16 @@
 //!   `<root>/image-volumes/<sandbox-id>/<image-hex>/` holds `lease.json`
 //!   (image and chain IDs, written before the mount) and `merged/`, an
 //!   overlay without an upper dir, so nothing can write to it.
-//! - While the lease exists, garbage collection keeps the image's snapshots
-//!   and RemoveImage refuses the image (FailedPrecondition naming the pod).
+//! - The image is held from its lookup until `lease.json` is written (an
+//!   in-flight lease), then by that lease: while it exists, garbage
+//!   collection keeps the image's snapshots and RemoveImage refuses the
+//!   image (FailedPrecondition naming the pod).
 //! - The volumes of a pod go when the pod is removed. A crash leaves at most
 //!   the volumes of pods that no longer exist; start-up releases those.
 
+use super::lease::Lease;
 use super::overlay::{self, Overlay};
-use super::rootfs::{self, Lease};
+use super::rootfs;
 use super::{ImageError, Images};
 use std::path::{Path, PathBuf};
 
@@ -111,9 +114,10 @@ impl Images {
         image: &str,
         userns: Option<(&Path, (u32, u32))>,
     ) -> Result<ImageVolume, ImageError> {
-        let record = self
-            .resolve(image)?
+        let held = self
+            .hold_image(image)?
             .ok_or_else(|| ImageError::NotFound(image.to_string()))?;
+        let record = &held.record;
         let hex = record.id.trim_start_matches("sha256:").to_string();
         let dir = self.pod_volumes_dir(sandbox_id)?.join(&hex);
         let merged = dir.join("merged");
@@ -121,7 +125,7 @@ impl Images {
         let _guard = self.volume_lock.lock().expect("image volume lock");
         if rootfs::is_mountpoint(&merged) {
             return Ok(ImageVolume {
-                image_id: record.id,
+                image_id: record.id.clone(),
                 root: merged,
             });
         }
@@ -129,10 +133,7 @@ impl Images {
             path: dir.display().to_string(),
             source,
         };
-        let lease = Lease {
-            image_id: record.id.clone(),
-            chain_ids: record.chain_ids().map(str::to_string).collect(),
-        };
+        let lease = Lease::of(record);
         let mut lower: Vec<PathBuf> = lease
             .chain_ids
             .iter()
@@ -141,7 +142,7 @@ impl Images {
             .collect();
         if lower.len() > overlay::MAX_LOWER_LAYERS {
             return Err(ImageError::TooManyLayers {
-                image: record.id,
+                image: record.id.clone(),
                 layers: lower.len(),
             });
         }
@@ -154,8 +155,7 @@ impl Images {
         let result = (|| {
             std::fs::create_dir_all(&merged)?;
             std::fs::create_dir_all(dir.join("empty"))?;
-            let bytes = serde_json::to_vec(&lease).expect("lease encodes");
-            std::fs::write(dir.join("lease.json"), bytes)?;
+            lease.write(&dir)?;
             if let Some((userns, _)) = userns {
                 lower = rootfs::idmapped_lowers(&dir, &lower, userns)?;
             }
@@ -176,7 +176,7 @@ impl Images {
         }
         tracing::info!(sandbox = sandbox_id, image = %record.id, "mounted an image volume");
         Ok(ImageVolume {
-            image_id: record.id,
+            image_id: record.id.clone(),
             root: merged,
         })
     }
@@ -233,7 +233,7 @@ impl Images {
                 .flatten()
                 .filter_map(|e| e.ok())
             {
-                if let Some(lease) = rootfs::read_lease(&volume.path()) {
+                if let Some(lease) = Lease::read(&volume.path()) {
                     leases.push((sandbox.clone(), lease));
                 }
             }

@@ -132,6 +132,11 @@ impl Runtime {
         // A crash between a pod's removal and its image volumes' leaves
         // volumes no pod uses.
         images.release_orphan_image_volumes(&|id| sandboxes.get(id).is_ok());
+        // What pulls cut short by a crash made, and what only removed
+        // containers and volumes held.
+        if let Err(e) = images.collect_garbage() {
+            tracing::warn!(error = %e, "start-up image garbage collection");
+        }
         Ok(Runtime {
             config,
             store,
