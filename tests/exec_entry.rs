@@ -227,6 +227,11 @@ async fn criusd_cannot_be_written_through_its_forks() {
         }
     }
     let relay = *relays.first().expect("a relay for the exec");
+    assert_eq!(
+        comm(relay),
+        "crius-enter",
+        "the helper, not a fork of criusd"
+    );
     assert!(opens_read_only(&format!("/proc/{relay}/exe")));
     let done = exec.await.unwrap().unwrap().into_inner();
     assert_eq!(done.exit_code, 0);
