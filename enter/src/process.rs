@@ -9,7 +9,7 @@ use crate::{Failure, inside, sys};
 use crius_enter::protocol::{Instructions, Report, Step};
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// What the relay hands over: all of it is closed before the exec but the
 /// report socket, which is close-on-exec.
@@ -66,6 +66,23 @@ pub fn run(
             .write(c"thread-self/attr/exec", label)
             .map_err(at(Step::SelinuxLabel))?;
     }
+    // setgroups(2) is not allowed where the user namespace's setgroups
+    // file says deny (runc then skips it).
+    let groups_denied = procfs
+        .read(c"self/setgroups")
+        .is_ok_and(|text| text.trim_ascii() == b"deny");
+    // Opened now, written as the user: runc's order, and no directory of
+    // the host is held when the working dir is resolved.
+    let apparmor = match &i.apparmor {
+        None => None,
+        Some(_) => Some(
+            procfs
+                .open_file(c"thread-self/attr/apparmor/exec", libc::O_WRONLY)
+                .or_else(|_| procfs.open_file(c"thread-self/attr/exec", libc::O_WRONLY))
+                .map_err(at(Step::AppArmor))?,
+        ),
+    };
+    drop(procfs);
     // SAFETY: setsid takes no arguments.
     sys::check_int(unsafe { libc::setsid() }).map_err(at(Step::Session))?;
     if i.tty {
@@ -78,6 +95,7 @@ pub fn run(
         env.push(home);
     }
     hand_stdio_to(i.uid, i.gid);
+    let fd_limit = fd_limit();
     for limit in &i.rlimits {
         let value = libc::rlimit {
             rlim_cur: limit.soft,
@@ -94,14 +112,11 @@ pub fn run(
         // which the process holds only until it becomes the user.
         load_seccomp(i)?;
     }
-    become_user(i, &procfs)?;
-    if let Some(profile) = &i.apparmor {
+    become_user(i, groups_denied)?;
+    if let (Some(attr), Some(profile)) = (apparmor, &i.apparmor) {
         let mut text = b"exec ".to_vec();
         text.extend_from_slice(profile);
-        procfs
-            .write(c"thread-self/attr/apparmor/exec", &text)
-            .or_else(|_| procfs.write(c"thread-self/attr/exec", &text))
-            .map_err(at(Step::AppArmor))?;
+        sys::write_all(&attr, &text).map_err(at(Step::AppArmor))?;
     }
     let path =
         inside::find_command(&i.argv[0], &env).map_err(|detail| (Step::FindCommand, 0, detail))?;
@@ -119,20 +134,8 @@ pub fn run(
     // The id change cleared the parent-death signal.
     stay_with_parent(parent)?;
     // Nothing but stdio and the report socket (close-on-exec) may reach
-    // the command; the procfs handle is forgotten here and closed below.
-    let proc_fd = procfs_into_raw(procfs);
-    sys::close_from(crate::REPORT_FD as u32 + 1, || {
-        // SAFETY: proc_fd stays open until close_from closes it last.
-        let proc = std::mem::ManuallyDrop::new(unsafe {
-            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(proc_fd)
-        });
-        sys::open_at(
-            proc.as_raw_fd(),
-            c"thread-self/fd",
-            libc::O_RDONLY | libc::O_DIRECTORY,
-        )
-    })
-    .map_err(at(Step::CloseFds))?;
+    // the command. Every handle above it was dropped already.
+    sys::close_from(crate::REPORT_FD as u32 + 1, fd_limit).map_err(at(Step::CloseFds))?;
     if i.no_new_privs {
         // Last: the filter sees nothing of ours but execve.
         load_seccomp(i)?;
@@ -155,8 +158,17 @@ pub fn run(
     }
 }
 
-fn procfs_into_raw(procfs: Procfs) -> RawFd {
-    procfs.into_fd().into_raw_fd()
+/// The descriptor limit the process started with: none of ours is above.
+fn fd_limit() -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a struct on the stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return 1 << 20;
+    }
+    limit.rlim_cur.min(1 << 20) as u32
 }
 
 /// Dies with the relay: parent-death signal, then a check that the relay
@@ -309,7 +321,7 @@ fn load_seccomp(i: &Instructions) -> Result<(), Failure> {
 
 /// The working dir, the bounding set, then the user's groups and ids with
 /// capabilities kept, the working dir checked, then the capability sets.
-fn become_user(i: &Instructions, procfs: &Procfs) -> Result<(), Failure> {
+fn become_user(i: &Instructions, groups_denied: bool) -> Result<(), Failure> {
     let caps = i.caps;
     let cwd = CString::new(i.cwd.clone())
         .map_err(|_| (Step::WorkingDir, libc::EINVAL, "NUL in cwd".into()))?;
@@ -331,16 +343,11 @@ fn become_user(i: &Instructions, procfs: &Procfs) -> Result<(), Failure> {
         }
     }
     sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(at(Step::KeepCapabilities))?;
-    // Not allowed where the user namespace's setgroups says deny (as in
-    // runc, which then skips it).
-    let denied = procfs
-        .read(c"self/setgroups")
-        .is_ok_and(|text| text.trim_ascii() == b"deny");
     // Raw setres*id calls: they change this (only) thread, without glibc's
     // broadcast to threads.
     // SAFETY (all three): system calls with integer or live-slice arguments.
     unsafe {
-        if !denied {
+        if !groups_denied {
             sys::check(libc::syscall(
                 libc::SYS_setgroups,
                 i.groups.len(),

@@ -73,10 +73,6 @@ impl Procfs {
         sys::owned(fd as libc::c_int)
     }
 
-    pub fn into_fd(self) -> OwnedFd {
-        self.0
-    }
-
     pub fn write(&self, path: &CStr, text: &[u8]) -> Result<(), i32> {
         sys::write_all(&self.open_file(path, libc::O_WRONLY)?, text)
     }
