@@ -3,8 +3,9 @@
 //! holds up neither criusd nor the probes' deadlines; a working dir swapped
 //! for a symlink into /proc/self/fd never starts a command outside the
 //! container's root; the command holds nothing but its stdio and is its own
-//! exe; and a profile denying the syscalls the set-up makes (getppid,
-//! close_range, prctl) does not stop execs, because the filter comes last.
+//! exe; a profile denying the syscalls the set-up makes (getppid,
+//! close_range, prctl) does not stop execs, because the filter comes last;
+//! and a start stuck in a frozen container ends at the call's deadline.
 
 mod common;
 
@@ -100,6 +101,105 @@ async fn a_fifo_or_a_device_at_etc_passwd_holds_up_nothing() {
             .unwrap();
         assert_eq!((code, out.trim()), (0, "/"), "{name}");
     }
+    pod.remove_pod().await;
+}
+
+/// The container's init pid, from ContainerStatus's verbose info.
+async fn init_pid(pod: &Pod, id: &str) -> u32 {
+    let status = pod
+        .daemon
+        .runtime()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    info["pid"].as_u64().unwrap() as u32
+}
+
+/// A start that is truly stuck: the container's freezer cgroup is frozen,
+/// so the process freezes as it joins it. The deadline still answers, the
+/// helper is killed, and nothing of the exec is left once it thaws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn a_start_stuck_in_a_frozen_container_ends_at_the_deadline() {
+    let pod = Pod::new(json!({})).await;
+    let id = pod
+        .run("frozen", json!({"command": ["sleep", "600"]}))
+        .await;
+    let pid = init_pid(&pod, &id).await;
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let freezer = cgroups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        (controllers == "freezer").then(|| path.to_string())
+    });
+    let Some(path) = freezer else {
+        // No v1 freezer on this node: cgroup v2 freezes through cgroup.freeze.
+        let path = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        return frozen_case(
+            &pod,
+            &id,
+            format!("/sys/fs/cgroup{path}/cgroup.freeze"),
+            "1",
+            "0",
+        )
+        .await;
+    };
+    frozen_case(
+        &pod,
+        &id,
+        format!("/sys/fs/cgroup/freezer{path}/freezer.state"),
+        "FROZEN",
+        "THAWED",
+    )
+    .await;
+}
+
+async fn frozen_case(pod: &Pod, id: &str, file: String, freeze: &str, thaw: &str) {
+    /// Thaws the container even when the test fails.
+    struct Thaw(String, String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, &self.1);
+        }
+    }
+    std::fs::write(&file, freeze).unwrap();
+    let thawing = Thaw(file, thaw.to_string());
+    let started = Instant::now();
+    let answer = exec(pod, id, &["true"], 2).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(&answer, Err(e) if e.contains("DeadlineExceeded")),
+        "{answer:?}"
+    );
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    // criusd answers meanwhile, and its helper is gone.
+    let mut runtime = pod.daemon.runtime().await;
+    runtime
+        .version(cri::VersionRequest::default())
+        .await
+        .unwrap();
+    let helpers = || {
+        descendants(pod.daemon.pid())
+            .into_iter()
+            .filter(|p| comm(*p) == "crius-enter")
+            .count()
+    };
+    for _ in 0..50 {
+        if helpers() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(helpers(), 0, "a helper outlived its deadline");
+    drop(thawing);
+    let (code, out) = exec(pod, id, &["echo", "thawed"], 5).await.unwrap();
+    assert_eq!((code, out.trim()), (0, "thawed"));
     pod.remove_pod().await;
 }
 
@@ -279,6 +379,13 @@ fn descendants(pid: u32) -> Vec<u32> {
         }
     }
     all
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn cmdline(pid: u32) -> Vec<String> {
