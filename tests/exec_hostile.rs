@@ -5,7 +5,8 @@
 //! container's root; the command holds nothing but its stdio and is its own
 //! exe; a profile denying the syscalls the set-up makes (getppid,
 //! close_range, prctl) does not stop execs, because the filter comes last;
-//! and a start stuck in a frozen container ends at the call's deadline.
+//! a start stuck in a frozen container ends at the call's deadline; and an
+//! init that moved into a sub-cgroup still gets its execs.
 
 mod common;
 
@@ -200,6 +201,67 @@ async fn frozen_case(pod: &Pod, id: &str, file: String, freeze: &str, thaw: &str
     drop(thawing);
     let (code, out) = exec(pod, id, &["echo", "thawed"], 5).await.unwrap();
     assert_eq!((code, out.trim()), (0, "thawed"));
+    pod.remove_pod().await;
+}
+
+/// The directory of each cgroup hierarchy `pid` is in, from its
+/// /proc/<pid>/cgroup line: (hierarchy mount joined with the path).
+fn cgroup_dirs(pid: u32) -> Vec<std::path::PathBuf> {
+    let unified_only = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let mount = match controllers {
+                "" if unified_only => "/sys/fs/cgroup".to_string(),
+                "" => "/sys/fs/cgroup/unified".to_string(),
+                named => format!(
+                    "/sys/fs/cgroup/{}",
+                    named.strip_prefix("name=").unwrap_or(named)
+                ),
+            };
+            let dir = std::path::Path::new(&mount).join(path.trim_start_matches('/'));
+            dir.join("cgroup.procs").exists().then_some(dir)
+        })
+        .collect()
+}
+
+/// An init that moved itself into a cgroup below the container's (as
+/// systemd in a container does) is not refused: the exec goes through the
+/// runtime, which knows where to put it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn an_init_in_a_sub_cgroup_still_execs() {
+    let pod = Pod::new(json!({})).await;
+    let id = pod.run("moved", json!({"command": ["sleep", "600"]})).await;
+    let pid = init_pid(&pod, &id).await;
+    /// Moves the init back and removes the sub-cgroups, even on failure.
+    struct MoveBack(u32, Vec<std::path::PathBuf>);
+    impl Drop for MoveBack {
+        fn drop(&mut self) {
+            for dir in &self.1 {
+                let _ = std::fs::write(dir.join("cgroup.procs"), self.0.to_string());
+                let _ = std::fs::remove_dir(dir.join("moved"));
+            }
+        }
+    }
+    let dirs = cgroup_dirs(pid);
+    assert!(!dirs.is_empty());
+    let moved = MoveBack(pid, dirs.clone());
+    for dir in &dirs {
+        std::fs::create_dir(dir.join("moved")).unwrap();
+        // A v1 cpuset cgroup starts with no CPUs or memory nodes.
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(value) = std::fs::read_to_string(dir.join(file)) {
+                std::fs::write(dir.join("moved").join(file), value.trim()).unwrap();
+            }
+        }
+        std::fs::write(dir.join("moved/cgroup.procs"), pid.to_string()).unwrap();
+    }
+    let (code, out) = exec(&pod, &id, &["echo", "still"], 10).await.unwrap();
+    assert_eq!((code, out.trim()), (0, "still"));
+    drop(moved);
     pod.remove_pod().await;
 }
 
