@@ -29,12 +29,14 @@ fn home_in(passwd: &[u8], uid: u32) -> Option<Vec<u8>> {
     })
 }
 
-/// A regular file's contents: never a FIFO, device or directory.
+/// A regular file's contents: never a FIFO, device or directory, nor
+/// anything reached through a /proc magic link.
 fn read_regular(path: &CStr) -> Option<Vec<u8>> {
-    let fd = sys::open_at(
+    let fd = sys::open_resolved(
         libc::AT_FDCWD,
         path,
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        libc::RESOLVE_NO_MAGICLINKS,
     )
     .ok()?;
     // SAFETY: a plain struct filled by the kernel for a descriptor we hold.

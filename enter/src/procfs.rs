@@ -44,33 +44,12 @@ impl Procfs {
     /// no other mount (openat2), or at least no final symlink (openat)
     /// on a kernel without openat2.
     pub fn open_file(&self, path: &CStr, flags: libc::c_int) -> Result<OwnedFd, i32> {
-        // struct open_how (libc's is non-exhaustive).
-        #[repr(C)]
-        struct OpenHow {
-            flags: u64,
-            mode: u64,
-            resolve: u64,
-        }
-        let how = OpenHow {
-            flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV | libc::RESOLVE_BENEATH,
-        };
-        // SAFETY: openat2 with a NUL-terminated path and an open_how of the
-        // size given; the descriptor is owned below.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.0.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd < 0 && sys::errno() == libc::ENOSYS {
-            return sys::open_at(self.0.as_raw_fd(), path, flags | libc::O_NOFOLLOW);
-        }
-        sys::owned(fd as libc::c_int)
+        sys::open_resolved(
+            self.0.as_raw_fd(),
+            path,
+            flags,
+            libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV | libc::RESOLVE_BENEATH,
+        )
     }
 
     pub fn write(&self, path: &CStr, text: &[u8]) -> Result<(), i32> {

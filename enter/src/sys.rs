@@ -29,6 +29,43 @@ pub fn open_at(dir: RawFd, path: &CStr, flags: libc::c_int) -> Result<OwnedFd, i
     owned(unsafe { libc::openat(dir, path.as_ptr(), flags | libc::O_CLOEXEC) })
 }
 
+/// openat2(2) with `resolve` flags, or openat(2) with O_NOFOLLOW on a
+/// kernel without it.
+pub fn open_resolved(
+    dir: RawFd,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> Result<OwnedFd, i32> {
+    // struct open_how (libc's is non-exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: openat2 with a NUL-terminated path and an open_how of the
+    // size given; the descriptor is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 && errno() == libc::ENOSYS {
+        return open_at(dir, path, flags | libc::O_NOFOLLOW);
+    }
+    owned(fd as libc::c_int)
+}
+
 pub fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> Result<(), i32> {
     while !bytes.is_empty() {
         // SAFETY: a live buffer of the length given.
