@@ -349,6 +349,12 @@ async fn the_command_holds_only_its_stdio_and_is_its_own_exe() {
         .unwrap();
     // The command as found in PATH (the image's applets are hard links).
     assert_eq!((code, out.trim()), (0, "/bin/readlink"));
+    // One that is not there is an error naming it, as from runc.
+    let missing = exec(&pod, &id, &["no-such-command"], 5).await.unwrap_err();
+    assert!(
+        missing.contains("\"no-such-command\": executable file not found in $PATH"),
+        "{missing}"
+    );
 
     let exec = tokio::spawn({
         let mut runtime = pod.daemon.runtime().await;
