@@ -33,7 +33,7 @@ fail() {
     echo "FAIL: $*" >&2
     exit 1
 }
-binaries=(criusd criusctl crius-shim crius-pinns crius-pause)
+binaries=(criusd criusctl crius-shim crius-enter crius-pinns crius-pause)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 revision=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 

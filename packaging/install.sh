@@ -15,7 +15,7 @@ bin_dir=${BIN_DIR:-target/release}
 unit_dir=${UNITDIR:-$prefix/lib/systemd/system}
 sysconf_dir=${SYSCONFDIR:-/etc}
 
-binaries=(criusd criusctl crius-shim crius-pinns crius-pause)
+binaries=(criusd criusctl crius-shim crius-enter crius-pinns crius-pause)
 bin=$destdir$prefix/bin
 unit=$destdir$unit_dir/crius.service
 config=$destdir$sysconf_dir/crius/config.toml

@@ -76,8 +76,8 @@ pub struct RuntimeSection {
     pub image_volumes_noexec: bool,
     /// CDI spec directories; a later one overrides an earlier one's device.
     pub cdi_spec_dirs: Vec<PathBuf>,
-    /// Exec and ExecSync through `<runtime> exec` even where criusd can
-    /// enter the container itself.
+    /// Exec and ExecSync through `<runtime> exec` even where criusd's
+    /// helper (`crius-enter`) can enter the container.
     pub exec_in_runtime: bool,
 }
 

@@ -1,13 +1,14 @@
 //! criusd runs from a read-only view of its own binary.
 //!
-//! criusd forks the processes it starts in containers (`container::enter`).
-//! Until such a fork execs, its `/proc/<pid>/exe` is criusd's binary, and
-//! a container that makes the kernel load `/proc/self/exe` as an
+//! Until a fork of criusd execs, its `/proc/<pid>/exe` is criusd's binary,
+//! and a process that makes the kernel load `/proc/self/exe` as an
 //! interpreter (CVE-2019-5736) could keep a handle on it and later write to
 //! it. So at start criusd bind-mounts its binary read-only, opens it, detaches
 //! the mount and re-execs from the open file: every process it forks then
 //! has an exe that cannot be opened for writing (EROFS), and no mount is left
-//! behind, even after a crash. Where that cannot be done, criusd does not
+//! behind, even after a crash. The exec helper that enters containers
+//! (`crius-enter`, see `container::enter::helper`) is run from the same kind
+//! of view (`read_only_view`). Where that cannot be done, criusd does not
 //! enter containers itself and every exec goes through the OCI runtime.
 
 use std::ffi::CString;
@@ -36,51 +37,7 @@ pub fn reexec(scratch: &Path) -> Result<(), String> {
         return Ok(());
     }
     let exe = std::env::current_exe().map_err(|e| format!("criusd's binary: {e}"))?;
-    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    let target = scratch.join("criusd.exe");
-    let c_target = crate::idmap::cpath(&target).map_err(|e| e.to_string())?;
-    // Mounts a crashed start left there.
-    // SAFETY: umount2 on a NUL-terminated path.
-    while unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) } == 0 {}
-    std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
-    let bind = |flags: libc::c_ulong| {
-        // SAFETY: mount with NUL-terminated paths.
-        let done = unsafe {
-            libc::mount(
-                c"/proc/self/exe".as_ptr(),
-                c_target.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        if done < 0 {
-            return Err(format!(
-                "binding criusd's binary read-only on {}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(())
-    };
-    bind(libc::MS_BIND)?;
-    let opened = bind(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY).and_then(|()| {
-        // SAFETY: open of a NUL-terminated path; the fd is owned below.
-        let fd = unsafe { libc::open(c_target.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(format!(
-                "{}: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: a new fd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    });
-    // SAFETY: as above. The open file keeps the detached mount alive.
-    unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) };
-    let _ = std::fs::remove_file(&target);
-    let exe_fd = opened?;
+    let exe_fd = read_only_view(Path::new("/proc/self/exe"), scratch, "criusd.exe")?;
     let binary_dir = std::env::var_os(BINARY_DIR_ENV)
         .map(PathBuf::from)
         .or_else(|| exe.parent().map(Path::to_path_buf))
@@ -128,4 +85,58 @@ pub fn reexec(scratch: &Path) -> Result<(), String> {
         "re-executing criusd from its read-only binary: {}",
         std::io::Error::last_os_error()
     ))
+}
+
+/// An `O_PATH` handle on `binary` through a read-only bind mount made as
+/// `scratch/name` and detached at once: a process executed from it has an
+/// exe that cannot be opened for writing (EROFS), and no mount is left
+/// behind, even after a crash.
+pub fn read_only_view(binary: &Path, scratch: &Path, name: &str) -> Result<OwnedFd, String> {
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let target = scratch.join(name);
+    let c_binary = crate::idmap::cpath(binary).map_err(|e| e.to_string())?;
+    let c_target = crate::idmap::cpath(&target).map_err(|e| e.to_string())?;
+    // Mounts a crashed start left there.
+    // SAFETY: umount2 on a NUL-terminated path.
+    while unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) } == 0 {}
+    std::fs::write(&target, b"").map_err(|e| format!("{}: {e}", target.display()))?;
+    let bind = |flags: libc::c_ulong| {
+        // SAFETY: mount with NUL-terminated paths.
+        let done = unsafe {
+            libc::mount(
+                c_binary.as_ptr(),
+                c_target.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if done < 0 {
+            return Err(format!(
+                "binding {} read-only on {}: {}",
+                binary.display(),
+                target.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    };
+    bind(libc::MS_BIND)?;
+    let opened = bind(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY).and_then(|()| {
+        // SAFETY: open of a NUL-terminated path; the fd is owned below.
+        let fd = unsafe { libc::open(c_target.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!(
+                "{}: {}",
+                target.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a new fd.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    // SAFETY: as above. The open file keeps the detached mount alive.
+    unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) };
+    let _ = std::fs::remove_file(&target);
+    opened
 }

@@ -3,8 +3,9 @@
 //! no_new_privs, seccomp, cgroups, namespaces, environment and working dir,
 //! checked against a daemon that execs through runc, for an ordinary, a
 //! hardened non-root and a user-namespaced container, and the same answer
-//! for a syscall newer than a denying seccomp profile. And criusd's binary
-//! cannot be written through the forks it makes.
+//! for a syscall newer than a denying seccomp profile. And neither criusd's
+//! binary nor its exec helper's (`crius-enter`) can be written through the
+//! processes they start.
 
 mod common;
 
@@ -200,7 +201,7 @@ async fn criusd_cannot_be_written_through_its_forks() {
     // Its helpers are still found where it was installed.
     let id = pod.run("long", json!({"command": ["sleep", "600"]})).await;
 
-    // While an exec runs, its relay (a fork of criusd) is as read-only.
+    // While an exec runs, its relay (the helper) is as read-only.
     let runtime = pod.daemon.runtime().await;
     let exec = tokio::spawn({
         let mut runtime = runtime.clone();
@@ -227,6 +228,11 @@ async fn criusd_cannot_be_written_through_its_forks() {
         }
     }
     let relay = *relays.first().expect("a relay for the exec");
+    assert_eq!(
+        comm(relay),
+        "crius-enter",
+        "the helper, not a fork of criusd"
+    );
     assert!(opens_read_only(&format!("/proc/{relay}/exe")));
     let done = exec.await.unwrap().unwrap().into_inner();
     assert_eq!(done.exit_code, 0);

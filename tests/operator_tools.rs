@@ -3,10 +3,11 @@
 
 use std::process::Command;
 
-const BINARIES: [(&str, &str); 5] = [
+const BINARIES: [(&str, &str); 6] = [
     ("criusd", env!("CARGO_BIN_EXE_criusd")),
     ("criusctl", env!("CARGO_BIN_EXE_criusctl")),
     ("crius-shim", env!("CARGO_BIN_EXE_crius-shim")),
+    ("crius-enter", env!("CARGO_BIN_EXE_crius-enter")),
     ("crius-pinns", env!("CARGO_BIN_EXE_crius-pinns")),
     ("crius-pause", env!("CARGO_BIN_EXE_crius-pause")),
 ];
@@ -51,6 +52,17 @@ fn every_binary_names_its_version_and_commit() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn the_exec_helper_refuses_to_run_without_criusd() {
+    // Its instructions come only on a socket from criusd.
+    let (code, _, err) = run(env!("CARGO_BIN_EXE_crius-enter"), &[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("stdin is not criusd's socket"), "{err}");
+    let (code, _, err) = run(env!("CARGO_BIN_EXE_crius-enter"), &["enter"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("usage"), "{err}");
 }
 
 #[test]

@@ -99,7 +99,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Err(reason) = read_only_exe {
-        tracing::warn!(%reason, "criusd's binary is writable: execs go through the OCI runtime");
+        tracing::warn!(%reason, "criusd's binary is writable");
+    }
+    if let Err(reason) = crius::container::enter::helper::open(&config.state) {
+        tracing::warn!(%reason, "no exec helper: execs go through the OCI runtime");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

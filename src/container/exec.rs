@@ -1,6 +1,6 @@
 //! ExecSync: a command run in a running container, its output collected
 //! (bounded), killed when its timeout expires; and the start of an exec's
-//! process, by criusd itself (`enter`) or through `<runtime> exec`.
+//! process, by criusd's helper (`enter`) or through `<runtime> exec`.
 
 use super::enter::{self, Streams};
 use super::{ContainerError, ContainerRecord, ContainerState, runtime_of};
@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
 
 /// Output kept per stream; the rest is read and dropped so the command
 /// never blocks on a full pipe.
@@ -21,14 +22,17 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
-/// Runs `cmd` in the container; `timeout` of `None` waits forever. On
-/// timeout the process is killed and the error is `DeadlineExceeded`, which
-/// kubelet reads as a probe timeout. `enters_itself`: see
-/// `Containers::enters_itself`.
+/// Runs `cmd` in the container; `timeout` of `None` waits forever. The
+/// timeout counts from `since` (the request's arrival) and covers the
+/// start too: a start that has not exec'd the command by then is killed
+/// (dropping it kills the helper by its pid), a command that has not ended
+/// is killed, and the error is `DeadlineExceeded`, which kubelet reads as a
+/// probe timeout. `enters_itself`: see `Containers::enters_itself`.
 pub async fn exec_sync(
     record: &ContainerRecord,
     cmd: Vec<String>,
     timeout: Option<Duration>,
+    since: Instant,
     enters_itself: bool,
 ) -> Result<ExecOutput, ContainerError> {
     let streams = Streams {
@@ -37,9 +41,17 @@ pub async fn exec_sync(
         stderr: true,
         tty: false,
     };
-    let mut process = ExecProcess::start(record, &cmd, streams, enters_itself)?;
-    let stdout = process.child.stdout.take().expect("piped");
-    let stderr = process.child.stderr.take().expect("piped");
+    let deadline = timeout.map(|t| since + t);
+    let timed_out = || timed_out(&record.id, &cmd, timeout.unwrap_or_default());
+    let start = ExecProcess::start(record, &cmd, streams, enters_itself);
+    let mut process = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, start)
+            .await
+            .map_err(|_| timed_out())??,
+        None => start.await?,
+    };
+    let stdout = process.stdout.take().expect("piped");
+    let stderr = process.stderr.take().expect("piped");
     let run = async {
         let (out, err, status) = tokio::join!(
             read_bounded(stdout),
@@ -48,21 +60,24 @@ pub async fn exec_sync(
         );
         (out, err, status)
     };
-    let result = match timeout {
-        Some(limit) => tokio::time::timeout(limit, run).await,
+    let result = match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, run).await,
         None => Ok(run.await),
     };
     let (stdout, stderr, status) = match result {
         Ok(done) => done,
         Err(_) => {
             process.kill();
-            // The relay or runc exits once its process is gone.
-            let _ = tokio::time::timeout(Duration::from_secs(5), process.child.wait()).await;
-            return Err(ContainerError::Timeout(format!(
-                "command {cmd:?} in container {} timed out after {}s",
-                record.id,
-                timeout.unwrap_or_default().as_secs()
-            )));
+            // The relay or runc exits once its process is gone; one that
+            // does not is killed itself (the helper's process then gets
+            // its parent-death signal).
+            if tokio::time::timeout(Duration::from_secs(1), process.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = process.child.start_kill();
+            }
+            return Err(timed_out());
         }
     };
     let status = status.map_err(|e| ContainerError::Runtime {
@@ -76,11 +91,26 @@ pub async fn exec_sync(
     })
 }
 
-/// An exec's process, started by criusd itself (`enter`) or through
+/// ExecSync's answer when its timeout has passed.
+pub fn timed_out(id: &str, cmd: &[String], timeout: Duration) -> ContainerError {
+    ContainerError::Timeout(format!(
+        "command {cmd:?} in container {id} timed out after {}s",
+        timeout.as_secs()
+    ))
+}
+
+type Input = Box<dyn AsyncWrite + Unpin + Send>;
+type Output = Box<dyn AsyncRead + Unpin + Send>;
+
+/// An exec's process, started by criusd's helper (`enter`) or through
 /// `<runtime> exec`.
 pub(super) struct ExecProcess {
     /// The relay or the runtime: its exit status is the process's.
     pub child: tokio::process::Child,
+    /// Our ends of the process's pipes, those asked for without `tty`.
+    pub stdin: Option<Input>,
+    pub stdout: Option<Output>,
+    pub stderr: Option<Output>,
     /// The terminal's master end, with `tty`.
     pub terminal: Option<std::fs::File>,
     id: String,
@@ -93,7 +123,9 @@ enum How {
 }
 
 impl ExecProcess {
-    pub(super) fn start(
+    /// Starts `cmd`; returns once it runs. Cancelling it kills whatever
+    /// was started.
+    pub(super) async fn start(
         record: &ContainerRecord,
         cmd: &[String],
         streams: Streams,
@@ -101,6 +133,9 @@ impl ExecProcess {
     ) -> Result<ExecProcess, ContainerError> {
         if cmd.is_empty() {
             return Err(ContainerError::Invalid("cmd is empty".into()));
+        }
+        if let Some(i) = cmd.iter().position(|arg| arg.contains('\0')) {
+            return Err(ContainerError::Invalid(format!("cmd[{i}] contains NUL")));
         }
         if record.state != ContainerState::Running {
             return Err(ContainerError::Precondition(format!(
@@ -113,22 +148,35 @@ impl ExecProcess {
             reason,
         };
         if enters_itself {
-            let entry = enter::prepare(record).map_err(|reason| {
-                if crate::sandbox::namespaces::is_alive(record.init_pid) {
-                    runtime_error(reason)
-                } else {
-                    ContainerError::Precondition(format!(
-                        "container {} is not running: {reason}",
-                        record.id
-                    ))
+            let prepared = {
+                let record = record.clone();
+                tokio::task::spawn_blocking(move || enter::prepare(&record))
+                    .await
+                    .map_err(|e| runtime_error(format!("exec: {e}")))?
+            };
+            let entry = prepared.map_err(|e| match e {
+                enter::Error::Invalid(reason) => ContainerError::Invalid(reason),
+                enter::Error::Failed(reason) => {
+                    if crate::sandbox::namespaces::is_alive(record.init_pid) {
+                        runtime_error(reason)
+                    } else {
+                        ContainerError::Precondition(format!(
+                            "container {} is not running: {reason}",
+                            record.id
+                        ))
+                    }
                 }
             })?;
             match entry {
                 Ok(entry) => {
                     let entered = enter::spawn(entry, cmd, streams)
+                        .await
                         .map_err(|e| runtime_error(format!("exec {cmd:?} failed: {e}")))?;
                     return Ok(ExecProcess {
                         child: entered.child,
+                        stdin: entered.stdin.map(|p| Box::new(p) as Input),
+                        stdout: entered.stdout.map(|p| Box::new(p) as Output),
+                        stderr: entered.stderr.map(|p| Box::new(p) as Output),
                         terminal: entered.terminal,
                         id: record.id.clone(),
                         how: How::Entered,
@@ -187,10 +235,13 @@ impl ExecProcess {
                 .stdout(streams.pipe(streams.stdout))
                 .stderr(streams.pipe(streams.stderr));
         }
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", runtime.binary.display()))?;
         Ok(ExecProcess {
+            stdin: child.stdin.take().map(|p| Box::new(p) as Input),
+            stdout: child.stdout.take().map(|p| Box::new(p) as Output),
+            stderr: child.stderr.take().map(|p| Box::new(p) as Output),
             child,
             terminal,
             id: record.id.clone(),

@@ -193,12 +193,14 @@ impl Containers {
         Ok(containers)
     }
 
-    /// Whether criusd starts exec'd processes in `record` itself
-    /// (`enter`) rather than through `<runtime> exec`.
+    /// Whether criusd starts exec'd processes in `record` with its own
+    /// helper (`enter`) rather than through `<runtime> exec`: not when the
+    /// configuration says so, nor when the helper could not be opened
+    /// read-only at start.
     pub fn enters_itself(&self, record: &ContainerRecord) -> bool {
         !self.exec_in_runtime
             && enter::runtime_allows(&record.runtime)
-            && crate::read_only_exe::is_read_only()
+            && enter::helper::available()
     }
 
     /// The CDI spec registry (for Status).

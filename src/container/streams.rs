@@ -71,7 +71,13 @@ pub async fn exec(
         stderr: stderr.is_some(),
         tty,
     };
-    let mut process = ExecProcess::start(record, cmd, streams, enters_itself)?;
+    // A start held up by the container (its files, a stalled mount) ends
+    // with the client.
+    let mut gone = gone;
+    let mut process = tokio::select! {
+        started = ExecProcess::start(record, cmd, streams, enters_itself) => started?,
+        _ = &mut gone => return Ok(Ended::ClientGone),
+    };
     let runtime_error = |reason: String| ContainerError::Runtime {
         id: record.id.clone(),
         reason,
@@ -89,13 +95,13 @@ pub async fn exec(
             pumps.spawn(copy_in(stdin, tokio::fs::File::from_std(master)));
         }
     } else {
-        if let (Some(rx), Some(pipe)) = (stdin, process.child.stdin.take()) {
+        if let (Some(rx), Some(pipe)) = (stdin, process.stdin.take()) {
             pumps.spawn(copy_in(rx, pipe));
         }
-        if let (Some(tx), Some(pipe)) = (stdout, process.child.stdout.take()) {
+        if let (Some(tx), Some(pipe)) = (stdout, process.stdout.take()) {
             pumps.spawn(copy_out(pipe, tx));
         }
-        if let (Some(tx), Some(pipe)) = (stderr, process.child.stderr.take()) {
+        if let (Some(tx), Some(pipe)) = (stderr, process.stderr.take()) {
             pumps.spawn(copy_out(pipe, tx));
         }
     }

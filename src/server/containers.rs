@@ -184,19 +184,32 @@ pub async fn exec_sync(
     service: &CriService,
     request: cri::ExecSyncRequest,
 ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+    // The timeout counts from here: the whole call must fit in it.
+    let since = tokio::time::Instant::now();
     let id = request.container_id.clone();
     rpc("ExecSync", &id.clone(), async move {
-        let (record, enters_itself) = service
-            .blocking(move |rt| {
-                let record = rt.containers.observe(&id)?;
-                let enters_itself = rt.containers.enters_itself(&record);
-                Ok::<_, ContainerError>((record, enters_itself))
-            })
-            .await?;
         let timeout = (request.timeout > 0).then(|| Duration::from_secs(request.timeout as u64));
-        let output = container::exec::exec_sync(&record, request.cmd, timeout, enters_itself)
-            .await
-            .map_err(to_status)?;
+        let lookup = service.blocking(move |rt| {
+            let record = rt.containers.observe(&id)?;
+            let enters_itself = rt.containers.enters_itself(&record);
+            Ok::<_, ContainerError>((record, enters_itself))
+        });
+        let (record, enters_itself) = match timeout {
+            Some(limit) => tokio::time::timeout_at(since + limit, lookup)
+                .await
+                .map_err(|_| {
+                    to_status(container::exec::timed_out(
+                        &request.container_id,
+                        &request.cmd,
+                        limit,
+                    ))
+                })??,
+            None => lookup.await?,
+        };
+        let output =
+            container::exec::exec_sync(&record, request.cmd, timeout, since, enters_itself)
+                .await
+                .map_err(to_status)?;
         Ok(cri::ExecSyncResponse {
             stdout: output.stdout,
             stderr: output.stderr,

@@ -3,30 +3,40 @@
 //! containers.
 //!
 //! `runc exec` spends ~30 ms starting Go twice (runc, then `runc init`) to
-//! do a few dozen system calls. criusd does them itself: the process is a
-//! fork of criusd that enters the container through its init's pidfd and
-//! applies the container's process settings from its bundle as runc would
-//! (`child` has the order), then execs the command. Settings this path does
-//! not apply (`plan::NotHere`: scheduler, I/O priority, personality,
-//! seccomp notifiers) and runtimes whose containers are not plain processes
-//! on this kernel (anything but runc and crun) go through `<runtime> exec`.
+//! do a few dozen system calls. Here criusd reads the container's process
+//! settings from its bundle (`plan`, seccomp compiled by `seccomp_bpf` and
+//! `enosys`), opens its init as a pidfd and its cgroup files (`target`),
+//! and hands all of it to a small helper of its own (`crius-enter`, run by
+//! `helper`) which enters the container and execs the command as runc
+//! would. The helper is not a fork of criusd: it starts from its own
+//! binary with an empty environment and only the descriptors it is sent,
+//! so nothing of criusd's memory or descriptors is ever in the container's
+//! reach, and whatever the container's files do (a FIFO at /etc/passwd) can
+//! only hold up the helper, which the caller's deadline kills.
 //!
-//! Like runc, criusd cannot be overwritten through the forked process: see
-//! `crate::daemon::sealed_exe` (criusd runs from a read-only mount of its
-//! binary, so `/proc/<pid>/exe` of the fork cannot be opened for writing).
+//! Settings this path does not apply (`plan::NotHere`: scheduler, I/O
+//! priority, personality, seccomp notifiers, an init that moved to a
+//! sub-cgroup) and runtimes whose containers are not plain processes on
+//! this kernel (anything but runc and crun) go through `<runtime> exec`.
+//!
+//! Like runc, criusd cannot be overwritten through what it starts: the
+//! helper runs from a detached read-only view of its binary (`helper`),
+//! and criusd itself from one of its own (`crate::read_only_exe`).
 
-mod child;
 mod enosys;
+pub mod helper;
 pub mod plan;
 mod seccomp_bpf;
 mod target;
 
 use super::ContainerRecord;
+use crius_enter::protocol::{self, Instructions};
 use plan::{NotHere, Plan};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use target::Target;
+use tokio::net::unix::pipe;
 
 /// Runtimes whose containers criusd can enter itself.
 pub fn runtime_allows(binary: &Path) -> bool {
@@ -36,23 +46,41 @@ pub fn runtime_allows(binary: &Path) -> bool {
     )
 }
 
+/// Why an exec cannot be started here.
+#[derive(Debug)]
+pub enum Error {
+    /// The container's settings are malformed (InvalidArgument).
+    Invalid(String),
+    /// Anything else: the init is gone, the bundle is unreadable.
+    Failed(String),
+}
+
 /// A container ready to be entered.
 #[derive(Debug)]
 pub struct Entry {
     plan: Plan,
     target: Target,
+    /// The container's session keyring, as runc names it.
+    keyring: String,
 }
 
-/// Reads the container's settings and opens its init. The inner error says
-/// why this exec goes through the runtime; the outer one why it cannot run
-/// at all (the container's init is gone, its bundle is unreadable).
-pub fn prepare(record: &ContainerRecord) -> Result<Result<Entry, NotHere>, String> {
-    let target = Target::open(record.init_pid, &record.cgroup.relative)?;
+/// Reads the container's settings and opens its init; blocking (criusd's
+/// own files and /proc only, never the container's). The inner error says
+/// why this exec goes through the runtime.
+pub fn prepare(record: &ContainerRecord) -> Result<Result<Entry, NotHere>, Error> {
+    let target = match Target::open(record.init_pid, &record.cgroup.relative) {
+        Ok(Ok(target)) => target,
+        Ok(Err(why)) => return Ok(Err(why)),
+        Err(e) => return Err(Error::Failed(e)),
+    };
     let config_path = record.dir.join("config.json");
-    let config =
-        std::fs::read(&config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let pid = record.init_pid;
-    Ok(plan::plan(&config, |uid| Target::home_of(pid, uid))?.map(|plan| Entry { plan, target }))
+    let config = std::fs::read(&config_path)
+        .map_err(|e| Error::Failed(format!("{}: {e}", config_path.display())))?;
+    Ok(plan::plan(&config)?.map(|plan| Entry {
+        plan,
+        target,
+        keyring: format!("_ses.{}", record.id),
+    }))
 }
 
 /// Which stdio the process gets: pipes for those asked, or a terminal.
@@ -78,137 +106,127 @@ impl Streams {
 
 /// A process started in a container.
 pub struct Entered {
-    /// The relay, whose exit status is the process's: a SIGTERM to it or
-    /// dropping it kills the process.
+    /// The helper's relay, whose exit status is the process's: a SIGTERM
+    /// to it or dropping it kills the process.
     pub child: tokio::process::Child,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
     /// The terminal's master end, with `tty`.
     pub terminal: Option<std::fs::File>,
 }
 
-/// Starts `cmd` in the container; the error is for the client.
-pub fn spawn(entry: Entry, cmd: &[String], streams: Streams) -> Result<Entered, String> {
-    let (program, args) = cmd.split_first().ok_or("cmd is empty")?;
-    let (report_read, report_write) = pipe()?;
-    let console = if streams.tty {
-        Some(socket_pair()?)
-    } else {
-        None
-    };
-    let mut command = tokio::process::Command::new(program);
-    command.args(args).env_clear().kill_on_drop(true);
-    for entry in &entry.plan.env {
-        let (key, value) = entry.split_once('=').unwrap_or((entry, ""));
-        command.env(key, value);
-    }
-    command
-        .stdin(streams.pipe(streams.stdin))
-        .stdout(streams.pipe(streams.stdout))
-        .stderr(streams.pipe(streams.stderr));
-    let prepared = Box::new(child::Prepared {
-        plan: entry.plan,
-        target: entry.target,
-        report: report_write.as_raw_fd(),
-        console: console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
-    });
-    // SAFETY: the hook makes only async-signal-safe system calls on data
-    // prepared before the fork (see `child`).
-    unsafe {
-        command.pre_exec(move || child::relay_then_enter(&prepared));
-    }
-    let spawned = command.spawn();
-    drop(command);
-    drop(report_write);
-    let child = spawned.map_err(|e| match failed_step(&report_read) {
-        Some((step, errno)) => format!(
-            "{}: {}",
-            step.describe(),
-            std::io::Error::from_raw_os_error(errno)
-        ),
-        None if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("exec: {program:?}: executable file not found in $PATH")
+/// Starts `cmd` in the container; the error is for the client. Returns once
+/// the command is exec'd; cancelling it kills the helper.
+pub async fn spawn(entry: Entry, cmd: &[String], streams: Streams) -> Result<Entered, String> {
+    let null = dev_null()?;
+    let piped = |wanted: bool| wanted && !streams.tty;
+    let stdin = piped(streams.stdin).then(pipe_pair).transpose()?;
+    let stdout = piped(streams.stdout).then(pipe_pair).transpose()?;
+    let stderr = piped(streams.stderr).then(pipe_pair).transpose()?;
+    fn theirs<'a>(
+        pair: &'a Option<(OwnedFd, OwnedFd)>,
+        read_end: bool,
+        null: &'a std::fs::File,
+    ) -> BorrowedFd<'a> {
+        match pair {
+            Some((read, write)) => (if read_end { read } else { write }).as_fd(),
+            None => null.as_fd(),
         }
-        None => format!("exec: {program:?}: {e}"),
-    })?;
-    let terminal = match console {
-        Some((ours, _)) => Some(receive_fd(&ours)?.into()),
-        None => None,
+    }
+    let mut fds = vec![
+        theirs(&stdin, true, null),
+        theirs(&stdout, false, null),
+        theirs(&stderr, false, null),
+        entry.target.pidfd.as_fd(),
+    ];
+    fds.extend(entry.target.cgroup_procs.iter().map(|fd| fd.as_fd()));
+    let instructions = instructions(&entry, cmd, streams.tty);
+    let started = helper::run(&instructions, &fds).await?;
+    drop(fds);
+    let ours = |pair: Option<(OwnedFd, OwnedFd)>, read_end: bool| {
+        pair.map(|(read, write)| if read_end { read } else { write })
     };
-    Ok(Entered { child, terminal })
+    let wrap = |e: std::io::Error| format!("exec pipes: {e}");
+    Ok(Entered {
+        child: started.child,
+        stdin: ours(stdin, false)
+            .map(pipe::Sender::from_owned_fd)
+            .transpose()
+            .map_err(wrap)?,
+        stdout: ours(stdout, true)
+            .map(pipe::Receiver::from_owned_fd)
+            .transpose()
+            .map_err(wrap)?,
+        stderr: ours(stderr, true)
+            .map(pipe::Receiver::from_owned_fd)
+            .transpose()
+            .map_err(wrap)?,
+        terminal: started.terminal.map(std::fs::File::from),
+    })
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+fn instructions(entry: &Entry, cmd: &[String], tty: bool) -> Instructions {
+    let plan = &entry.plan;
+    let bytes = |s: &String| s.as_bytes().to_vec();
+    Instructions {
+        argv: cmd.iter().map(bytes).collect(),
+        env: plan.env.iter().map(bytes).collect(),
+        home_wanted: plan.home_wanted,
+        cwd: bytes(&plan.cwd),
+        uid: plan.uid,
+        gid: plan.gid,
+        groups: plan.groups.clone(),
+        umask: plan.umask,
+        caps: plan.caps,
+        last_cap: plan.last_cap,
+        rlimits: plan.rlimits.clone(),
+        no_new_privs: plan.no_new_privs,
+        apparmor: plan.apparmor.as_ref().map(bytes),
+        selinux: plan.selinux.as_ref().map(bytes),
+        oom_score_adj: plan.oom_score_adj,
+        session_keyring: Some(bytes(&entry.keyring)),
+        seccomp: plan.seccomp.as_ref().map(|bpf| protocol::Seccomp {
+            flags: bpf.flags as u32,
+            program: bpf
+                .program
+                .iter()
+                .map(|f| protocol::Filter {
+                    code: f.code,
+                    jt: f.jt,
+                    jf: f.jf,
+                    k: f.k,
+                })
+                .collect(),
+        }),
+        pid_namespace: entry.target.pid_namespace,
+        namespaces: entry.target.namespaces,
+        tty,
+        cgroups: entry.target.cgroup_procs.len() as u32,
+    }
+}
+
+/// /dev/null for the streams not asked for, opened once.
+fn dev_null() -> Result<&'static std::fs::File, String> {
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(null) = NULL.get() {
+        return Ok(null);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))?;
+    Ok(NULL.get_or_init(|| file))
+}
+
+/// A pipe, (read end, write end), both close-on-exec.
+fn pipe_pair() -> Result<(OwnedFd, OwnedFd), String> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two fds, owned below.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: new fds.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn socket_pair() -> Result<(OwnedFd, OwnedFd), String> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two fds, owned below.
-    let made = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if made < 0 {
-        return Err(format!("socketpair: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: new fds.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// The step that failed, if the process reported one.
-fn failed_step(report: &OwnedFd) -> Option<(child::Step, i32)> {
-    let mut message = [0u8; 8];
-    // SAFETY: a stack buffer of the length given; the pipe does not block.
-    let n = unsafe { libc::read(report.as_raw_fd(), message.as_mut_ptr().cast(), 8) };
-    if n != 8 {
-        return None;
-    }
-    let step = u32::from_ne_bytes(message[..4].try_into().expect("4 bytes"));
-    let errno = i32::from_ne_bytes(message[4..].try_into().expect("4 bytes"));
-    Some((child::Step::from_code(step)?, errno))
-}
-
-/// The fd the process sent before it exec'd (so it is there now).
-fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; the buffers outlive the call.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: as above.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(format!(
-            "no terminal from the process: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: the header and data lie within `control`, as the kernel wrote.
-    unsafe {
-        let header = libc::CMSG_FIRSTHDR(&message);
-        if header.is_null()
-            || (*header).cmsg_level != libc::SOL_SOCKET
-            || (*header).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err("no terminal from the process".into());
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<i32>());
-        Ok(OwnedFd::from_raw_fd(fd))
-    }
 }

@@ -1,10 +1,12 @@
 //! What a process started in a running container must be, read from the
-//! container's OCI bundle (`config.json`): its user, capabilities, limits,
-//! security labels and seccomp filter, all in the raw form the child needs
-//! after `fork` (no parsing, no allocation there).
+//! container's OCI bundle (`config.json`): its environment, user,
+//! capabilities, limits, security labels and seccomp filter (compiled here:
+//! the helper gets the program), all as raw values for the helper's
+//! instructions.
 
+use super::Error;
 use super::seccomp_bpf::{self, Bpf};
-use std::ffi::CString;
+use crius_enter::protocol::{self, CapSets};
 use std::sync::Arc;
 
 /// The parts of `config.json` an exec needs. Fields this path cannot apply
@@ -81,35 +83,27 @@ pub struct Linux {
     pub personality: Option<serde_json::Value>,
 }
 
-/// The capability sets as bit masks (bit n = capability n).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CapSets {
-    pub bounding: u64,
-    pub effective: u64,
-    pub inheritable: u64,
-    pub permitted: u64,
-    pub ambient: u64,
-}
-
-/// A process's settings, ready for the child.
+/// A process's settings, ready for the helper's instructions.
 #[derive(Debug)]
 pub struct Plan {
+    /// `KEY=VALUE`, each key once (its last value), as runc dedups.
     pub env: Vec<String>,
-    pub cwd: CString,
+    /// No HOME, or an empty one: the helper adds it from the container's
+    /// /etc/passwd (runc's rule).
+    pub home_wanted: bool,
+    pub cwd: String,
     pub uid: u32,
     pub gid: u32,
-    pub groups: Vec<libc::gid_t>,
-    pub umask: Option<libc::mode_t>,
+    pub groups: Vec<u32>,
+    pub umask: Option<u32>,
     pub caps: CapSets,
     /// The highest capability this kernel knows.
     pub last_cap: u32,
-    pub rlimits: Vec<(libc::c_int, libc::rlimit)>,
+    pub rlimits: Vec<protocol::Rlimit>,
     pub no_new_privs: bool,
-    /// "exec <profile>", for the AppArmor attribute file.
-    pub apparmor: Option<CString>,
-    pub selinux: Option<CString>,
-    /// The text to write to oom_score_adj.
-    pub oom_score_adj: Option<CString>,
+    pub apparmor: Option<String>,
+    pub selinux: Option<String>,
+    pub oom_score_adj: Option<i32>,
     pub seccomp: Option<Arc<Bpf>>,
 }
 
@@ -117,14 +111,10 @@ pub struct Plan {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotHere(pub String);
 
-/// Reads the plan from a bundle's `config.json` text. `home` gives the
-/// home directory of a uid, for a `HOME` the environment lacks (as runc
-/// sets it from the container's /etc/passwd).
-pub fn plan(
-    config: &[u8],
-    home: impl FnOnce(u32) -> Option<String>,
-) -> Result<Result<Plan, NotHere>, String> {
-    let bundle: Bundle = serde_json::from_slice(config).map_err(|e| format!("config.json: {e}"))?;
+/// Reads the plan from a bundle's `config.json` text.
+pub fn plan(config: &[u8]) -> Result<Result<Plan, NotHere>, Error> {
+    let bundle: Bundle =
+        serde_json::from_slice(config).map_err(|e| Error::Failed(format!("config.json: {e}")))?;
     let process = bundle.process;
     for (present, what) in [
         (process.io_priority.is_some(), "process.ioPriority"),
@@ -141,73 +131,103 @@ pub fn plan(
     }
     let seccomp = match &bundle.linux.seccomp {
         None => None,
-        Some(profile) => match seccomp_bpf::compiled(profile)? {
+        Some(profile) => match seccomp_bpf::compiled(profile).map_err(Error::Failed)? {
             Ok(bpf) => Some(bpf),
             Err(why) => return Ok(Err(why)),
         },
     };
-    let mut env = process.env;
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!(
-            "HOME={}",
-            home(process.user.uid).unwrap_or_else(|| "/".into())
-        ));
-    }
+    let (env, home_wanted) = environment(process.env)?;
     let cwd = if process.cwd.is_empty() {
         "/".to_string()
     } else {
         process.cwd
     };
-    let text = |s: String| CString::new(s).map_err(|e| format!("config.json: {e}"));
     let caps = &process.capabilities;
-    let mask = |names: &[String]| -> Result<u64, String> {
-        names.iter().try_fold(0u64, |mask, name| {
-            capability_bit(name)
-                .map(|bit| mask | 1 << bit)
-                .ok_or_else(|| format!("config.json: unknown capability {name:?}"))
-        })
-    };
     let mut rlimits = Vec::new();
     for limit in &process.rlimits {
-        let resource = rlimit_resource(&limit.kind)
-            .ok_or_else(|| format!("config.json: unknown rlimit {:?}", limit.kind))?;
-        rlimits.push((
+        let resource = rlimit_resource(&limit.kind).ok_or_else(|| {
+            Error::Invalid(format!("config.json: unknown rlimit {:?}", limit.kind))
+        })?;
+        rlimits.push(protocol::Rlimit {
             resource,
-            libc::rlimit {
-                rlim_cur: limit.soft,
-                rlim_max: limit.hard,
-            },
-        ));
+            soft: limit.soft,
+            hard: limit.hard,
+        });
     }
+    let label = |s: String| (!s.is_empty()).then_some(s);
     Ok(Ok(Plan {
         env,
-        cwd: text(cwd)?,
+        home_wanted,
+        cwd,
         uid: process.user.uid,
         gid: process.user.gid,
         groups: process.user.additional_gids,
         umask: process.user.umask,
         caps: CapSets {
-            bounding: mask(&caps.bounding)?,
-            effective: mask(&caps.effective)?,
-            inheritable: mask(&caps.inheritable)?,
-            permitted: mask(&caps.permitted)?,
-            ambient: mask(&caps.ambient)?,
+            bounding: mask(&caps.bounding),
+            effective: mask(&caps.effective),
+            inheritable: mask(&caps.inheritable),
+            permitted: mask(&caps.permitted),
+            ambient: mask(&caps.ambient),
         },
         last_cap: last_cap(),
         rlimits,
         no_new_privs: process.no_new_privileges,
-        apparmor: (!process.apparmor_profile.is_empty())
-            .then(|| text(format!("exec {}", process.apparmor_profile)))
-            .transpose()?,
-        selinux: (!process.selinux_label.is_empty())
-            .then(|| text(process.selinux_label))
-            .transpose()?,
-        oom_score_adj: process
-            .oom_score_adj
-            .map(|v| text(v.to_string()))
-            .transpose()?,
+        apparmor: label(process.apparmor_profile),
+        selinux: label(process.selinux_label),
+        oom_score_adj: process.oom_score_adj,
         seccomp,
     }))
+}
+
+/// The environment as runc prepares it: an entry without `=`, with an
+/// empty name or a NUL is refused; a key given twice keeps its last value
+/// (in the place of its last occurrence); an empty HOME is dropped, and
+/// then HOME is wanted from the container's /etc/passwd.
+fn environment(entries: Vec<String>) -> Result<(Vec<String>, bool), Error> {
+    let invalid = |i: usize, entry: &str, why: &str| {
+        Error::Invalid(format!("config.json: process.env[{i}] {entry:?} {why}"))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    let mut home_set = false;
+    for (i, entry) in entries.iter().enumerate().rev() {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(invalid(i, entry, "has no '='"));
+        };
+        if key.is_empty() {
+            return Err(invalid(i, entry, "has an empty name"));
+        }
+        if entry.contains('\0') {
+            return Err(invalid(i, entry, "contains NUL"));
+        }
+        if !seen.insert(key) {
+            continue;
+        }
+        if key == "HOME" {
+            if value.is_empty() {
+                continue;
+            }
+            home_set = true;
+        }
+        kept.push(entry.clone());
+    }
+    kept.reverse();
+    Ok((kept, !home_set))
+}
+
+/// The names' capability bits; a name this crius does not know is skipped
+/// with a warning, as runc does (a newer capability than this kernel's).
+fn mask(names: &[String]) -> u64 {
+    names
+        .iter()
+        .fold(0u64, |mask, name| match capability_bit(name) {
+            Some(bit) => mask | 1 << bit,
+            None => {
+                tracing::warn!(capability = %name, "unknown capability skipped");
+                mask
+            }
+        })
 }
 
 /// "CAP_NET_ADMIN" → its bit.
@@ -219,7 +239,7 @@ fn capability_bit(name: &str) -> Option<u32> {
         .map(|bit| bit as u32)
 }
 
-fn rlimit_resource(kind: &str) -> Option<libc::c_int> {
+fn rlimit_resource(kind: &str) -> Option<u32> {
     use libc::*;
     let resource = match kind {
         "RLIMIT_AS" => RLIMIT_AS,
@@ -240,7 +260,7 @@ fn rlimit_resource(kind: &str) -> Option<libc::c_int> {
         "RLIMIT_STACK" => RLIMIT_STACK,
         _ => return None,
     };
-    Some(resource as libc::c_int)
+    Some(resource)
 }
 
 /// The kernel's highest capability (`/proc/sys/kernel/cap_last_cap`).
@@ -262,26 +282,34 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({"process": process, "linux": linux})).unwrap()
     }
 
+    fn planned(process: serde_json::Value) -> Plan {
+        plan(&config(process, serde_json::json!({})))
+            .unwrap()
+            .unwrap()
+    }
+
+    fn invalid(process: serde_json::Value) -> String {
+        match plan(&config(process, serde_json::json!({}))) {
+            Err(Error::Invalid(message)) => message,
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_bundle_becomes_raw_settings() {
-        let bytes = config(
-            serde_json::json!({
-                "env": ["PATH=/bin"], "cwd": "/work",
-                "user": {"uid": 1000, "gid": 100, "umask": 18, "additionalGids": [5, 6]},
-                "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW"],
-                                 "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"],
-                                 "ambient": ["CAP_NET_RAW"]},
-                "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
-                "noNewPrivileges": true, "apparmorProfile": "crius-default",
-                "oomScoreAdj": 1000
-            }),
-            serde_json::json!({}),
-        );
-        let plan = plan(&bytes, |uid| Some(format!("/home/{uid}")))
-            .unwrap()
-            .unwrap();
-        assert_eq!(plan.env, ["PATH=/bin", "HOME=/home/1000"]);
-        assert_eq!(plan.cwd.to_str().unwrap(), "/work");
+        let plan = planned(serde_json::json!({
+            "env": ["PATH=/bin"], "cwd": "/work",
+            "user": {"uid": 1000, "gid": 100, "umask": 18, "additionalGids": [5, 6]},
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_NET_RAW"],
+                             "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"],
+                             "ambient": ["CAP_NET_RAW"]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 4096}],
+            "noNewPrivileges": true, "apparmorProfile": "crius-default",
+            "oomScoreAdj": 1000
+        }));
+        assert_eq!(plan.env, ["PATH=/bin"]);
+        assert!(plan.home_wanted);
+        assert_eq!(plan.cwd, "/work");
         assert_eq!(
             (plan.uid, plan.gid, plan.groups.clone()),
             (1000, 100, vec![5, 6])
@@ -297,31 +325,46 @@ mod tests {
                 ambient: 1 << 13,
             }
         );
-        assert_eq!(plan.rlimits[0].0, libc::RLIMIT_NOFILE as libc::c_int);
-        assert_eq!(plan.rlimits[0].1.rlim_max, 4096);
+        assert_eq!(plan.rlimits[0].resource, libc::RLIMIT_NOFILE);
+        assert_eq!(plan.rlimits[0].hard, 4096);
         assert!(plan.no_new_privs);
-        assert_eq!(
-            plan.apparmor.unwrap().to_str().unwrap(),
-            "exec crius-default"
-        );
-        assert_eq!(plan.oom_score_adj.unwrap().to_str().unwrap(), "1000");
+        assert_eq!(plan.apparmor.as_deref(), Some("crius-default"));
+        assert_eq!(plan.oom_score_adj, Some(1000));
         assert!(plan.selinux.is_none() && plan.seccomp.is_none());
     }
 
     #[test]
-    fn a_home_in_the_environment_is_kept() {
-        let bytes = config(
-            serde_json::json!({"env": ["HOME=/root"], "cwd": "/"}),
-            serde_json::json!({}),
-        );
-        let plan = plan(&bytes, |_| panic!("not asked")).unwrap().unwrap();
+    fn the_environment_is_prepared_as_runc_does() {
+        let plan = planned(serde_json::json!({"env": ["HOME=/root"], "cwd": "/"}));
         assert_eq!(plan.env, ["HOME=/root"]);
-        let bytes = config(serde_json::json!({"cwd": "/"}), serde_json::json!({}));
-        assert_eq!(plan_env(&bytes), ["HOME=/"]);
+        assert!(!plan.home_wanted);
+        // An empty HOME is replaced from /etc/passwd.
+        let plan = planned(serde_json::json!({"env": ["HOME=", "A=1"]}));
+        assert_eq!(plan.env, ["A=1"]);
+        assert!(plan.home_wanted);
+        // The last value of a key wins, in its place.
+        let plan = planned(serde_json::json!({"env": ["A=1", "B=2", "A=3", "C=x=y"]}));
+        assert_eq!(plan.env, ["B=2", "A=3", "C=x=y"]);
+        assert_eq!(plan.cwd, "/");
     }
 
-    fn plan_env(bytes: &[u8]) -> Vec<String> {
-        plan(bytes, |_| None).unwrap().unwrap().env
+    #[test]
+    fn a_malformed_environment_is_invalid() {
+        let message = invalid(serde_json::json!({"env": ["A=1", "JUSTKEY"]}));
+        assert!(message.contains("process.env[1]"), "{message}");
+        assert!(message.contains("no '='"), "{message}");
+        let message = invalid(serde_json::json!({"env": ["=value"]}));
+        assert!(message.contains("empty name"), "{message}");
+        let message = invalid(serde_json::json!({"env": ["A=x\u{0}y"]}));
+        assert!(message.contains("NUL"), "{message}");
+    }
+
+    #[test]
+    fn unknown_capabilities_are_skipped() {
+        let plan = planned(serde_json::json!({
+            "capabilities": {"bounding": ["CAP_FLY", "CAP_CHOWN"]}
+        }));
+        assert_eq!(plan.caps.bounding, 1);
     }
 
     #[test]
@@ -349,20 +392,17 @@ mod tests {
                 "listenerPath",
             ),
         ] {
-            let why = plan(&config(process, linux), |_| None)
-                .unwrap()
-                .unwrap_err();
+            let why = plan(&config(process, linux)).unwrap().unwrap_err();
             assert!(why.0.contains(named), "{why:?}");
         }
     }
 
     #[test]
     fn a_broken_bundle_is_an_error() {
-        let bytes = config(
-            serde_json::json!({"capabilities": {"bounding": ["CAP_FLY"]}}),
-            serde_json::json!({}),
-        );
-        assert!(plan(&bytes, |_| None).unwrap_err().contains("CAP_FLY"));
-        assert!(plan(b"{", |_| None).is_err());
+        assert!(matches!(plan(b"{"), Err(Error::Failed(_))));
+        let message = invalid(serde_json::json!({
+            "rlimits": [{"type": "RLIMIT_FLY", "soft": 1, "hard": 1}]
+        }));
+        assert!(message.contains("RLIMIT_FLY"), "{message}");
     }
 }

@@ -1,10 +1,11 @@
-//! The running container a process enters, as handles opened before the
-//! fork: its init as a pidfd (so a recycled pid can never be entered), the
-//! namespaces that differ from criusd's, and the `cgroup.procs` files of the
-//! cgroups its init is in.
+//! The running container a process enters, as handles criusd opens and
+//! hands to the helper: its init as a pidfd (so a recycled pid can never be
+//! entered), the namespaces that differ from criusd's, and the
+//! `cgroup.procs` files of the cgroups its init is in. Only the host's
+//! /proc and cgroupfs are read here, never a file of the container's.
 
+use super::plan::NotHere;
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,10 @@ const NAMESPACES: &[(&str, libc::c_int)] = &[
 
 impl Target {
     /// Opens container init `pid`, which must be in `cgroup` (the
-    /// container's cgroup below a hierarchy's root).
-    pub fn open(pid: i32, cgroup: &Path) -> Result<Target, String> {
+    /// container's cgroup below a hierarchy's root). An init that moved
+    /// itself into a cgroup below that one (systemd in a container does)
+    /// sends the exec to the runtime, which knows where to put it.
+    pub fn open(pid: i32, cgroup: &Path) -> Result<Result<Target, NotHere>, String> {
         // SAFETY: pidfd_open takes a pid and flags; the fd returned is ours.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
@@ -49,6 +52,12 @@ impl Target {
         // not be in the container's cgroup.
         let expected = format!("/{}", cgroup.display());
         if !memberships(&theirs).any(|(_, path)| path == expected) {
+            let below = format!("{expected}/");
+            if let Some((_, path)) = memberships(&theirs).find(|(_, p)| p.starts_with(&below)) {
+                return Ok(Err(NotHere(format!(
+                    "the container's init moved to cgroup {path}"
+                ))));
+            }
             return Err(format!(
                 "pid {pid} is not the container's init (not in cgroup {expected})"
             ));
@@ -88,26 +97,12 @@ impl Target {
                 namespaces |= flag;
             }
         }
-        Ok(Target {
+        Ok(Ok(Target {
             pidfd,
             pid_namespace: differs("pid")?,
             namespaces,
             cgroup_procs,
-        })
-    }
-
-    /// The home directory of `uid` in the container's /etc/passwd, read
-    /// through its init's root with the container's mounts (as runc reads it
-    /// inside the container), symlinks resolved inside that root.
-    pub fn home_of(pid: i32, uid: u32) -> Option<String> {
-        let root = std::fs::File::open(format!("/proc/{pid}/root")).ok()?;
-        let mut passwd = crate::resolve::open_in_root(&root, Path::new("etc/passwd"), 0).ok()?;
-        let mut text = String::new();
-        (&mut passwd).take(1 << 20).read_to_string(&mut text).ok()?;
-        text.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.len() >= 6 && fields[2].parse() == Ok(uid)).then(|| fields[5].to_string())
-        })
+        }))
     }
 }
 
@@ -236,5 +231,13 @@ mod tests {
         let me = std::process::id() as i32;
         let err = Target::open(me, Path::new("crius/no-such-container")).unwrap_err();
         assert!(err.contains("not the container's init"), "{err}");
+        // Our own cgroup's parent: we are below it, so as an init that moved
+        // into a sub-cgroup this goes to the runtime.
+        let ours = read("/proc/self/cgroup").unwrap();
+        if let Some((_, path)) = memberships(&ours).find(|(_, p)| p.matches('/').count() >= 2) {
+            let parent = Path::new(path.trim_start_matches('/')).parent().unwrap();
+            let why = Target::open(me, parent).unwrap().unwrap_err();
+            assert!(why.0.contains("moved to cgroup"), "{why:?}");
+        }
     }
 }
