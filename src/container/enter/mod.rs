@@ -76,11 +76,60 @@ pub fn prepare(record: &ContainerRecord) -> Result<Result<Entry, NotHere>, Error
     let config_path = record.dir.join("config.json");
     let config = std::fs::read(&config_path)
         .map_err(|e| Error::Failed(format!("{}: {e}", config_path.display())))?;
-    Ok(plan::plan(&config)?.map(|plan| Entry {
-        plan,
-        target,
-        keyring: format!("_ses.{}", record.id),
+    Ok(plan::plan(&config)?.map(|mut plan| {
+        inherit_rlimits(&mut plan.rlimits, record.init_pid);
+        Entry {
+            plan,
+            target,
+            keyring: format!("_ses.{}", record.id),
+        }
     }))
+}
+
+/// The limits the bundle leaves out are the container's init's: what
+/// `runc exec` gives too, since its process and the init both inherit
+/// runc's own (whose Go runtime raises the soft RLIMIT_NOFILE to the hard
+/// one), not criusd's.
+fn inherit_rlimits(limits: &mut Vec<protocol::Rlimit>, init_pid: i32) {
+    const RLIMIT_COUNT: u32 = 16; // RLIM_NLIMITS on every Linux architecture
+    for resource in 0..RLIMIT_COUNT {
+        if limits.iter().any(|l| l.resource == resource) {
+            continue;
+        }
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads the limit into `old`; no new limit is set.
+        let read = unsafe {
+            libc::prlimit(
+                init_pid,
+                resource as libc::__rlimit_resource_t,
+                std::ptr::null(),
+                &mut old,
+            )
+        };
+        let mut own = old;
+        // SAFETY: as above, for criusd itself.
+        let own_read = unsafe {
+            libc::prlimit(
+                0,
+                resource as libc::__rlimit_resource_t,
+                std::ptr::null(),
+                &mut own,
+            )
+        };
+        if read == 0 && own_read == 0 {
+            // Never above criusd's own: raising a hard limit takes
+            // CAP_SYS_RESOURCE, which a privileged init may have had.
+            let hard = old.rlim_max.min(own.rlim_max);
+            limits.push(protocol::Rlimit {
+                resource,
+                soft: old.rlim_cur.min(hard),
+                hard,
+            });
+        }
+    }
 }
 
 /// Which stdio the process gets: pipes for those asked, or a terminal.
