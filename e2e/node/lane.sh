@@ -22,6 +22,8 @@ guests=("$@")
 [ ${#guests[@]} -gt 0 ] || guests=(debian12 kernel510)
 
 e2e/install-deps.sh
+# Its own registry on a free port, whatever registry the caller runs.
+unset CRIUS_E2E_REGISTRY CRIUS_E2E_IMAGES CRIUS_E2E_REGISTRY_STORAGE
 
 work=$repo/target/node-lane
 rm -rf "$work"
@@ -29,7 +31,7 @@ mkdir -p "$work"
 booted=()
 cleanup() {
     set +e
-    for g in "${booted[@]}"; do e2e/node/node.sh "$g" stop >/dev/null; done
+    for g in "${booted[@]}"; do [ -z "$g" ] || e2e/node/node.sh "$g" stop >/dev/null; done
     e2e/registry.sh stop "$work/registry"
 }
 trap cleanup EXIT
