@@ -38,6 +38,23 @@ impl Runtime {
             self.cgroups
                 .check_parent(&linux.cgroup_parent)
                 .map_err(|e| SandboxError::Invalid(format!("config.linux.cgroup_parent: {e}")))?;
+            let userns = linux
+                .security_context
+                .as_ref()
+                .and_then(|s| s.namespace_options.as_ref())
+                .and_then(|n| n.userns_options.as_ref())
+                .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32);
+            if userns
+                && !self
+                    .handlers
+                    .get(&handler)
+                    .is_some_and(|h| h.features.user_namespaces)
+            {
+                return Err(SandboxError::Unsupported(format!(
+                    "config.linux.security_context.namespace_options.userns_options: runtime handler {handler:?} has no user namespace support on this node (Linux 5.19 or later is needed, for overlayfs over idmapped layers)"
+                ))
+                .into());
+            }
         }
         let network = self.network_plan(&config);
         Ok(self.sandboxes.run(config, &handler, network)?)

@@ -277,6 +277,17 @@ pub fn cleanup_dir(dir: &Path) {
     }
 }
 
+/// Whether crius offers user namespaces on this kernel (5.19: overlayfs
+/// over idmapped layers); where it does not, RunPodSandbox refuses them.
+pub fn user_namespaces_supported() -> bool {
+    let uts = nix::sys::utsname::uname().unwrap();
+    let release = uts.release().to_string_lossy().into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (5, 19)
+}
+
 /// Whether criusd's default (`cgroup_driver = "auto"`) is the systemd
 /// driver here: systemd runs as init.
 pub fn systemd_node() -> bool {
