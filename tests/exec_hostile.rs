@@ -105,23 +105,6 @@ async fn a_fifo_or_a_device_at_etc_passwd_holds_up_nothing() {
     pod.remove_pod().await;
 }
 
-/// The container's init pid, from ContainerStatus's verbose info.
-async fn init_pid(pod: &Pod, id: &str) -> u32 {
-    let status = pod
-        .daemon
-        .runtime()
-        .await
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
-    info["pid"].as_u64().unwrap() as u32
-}
-
 /// A start that is truly stuck: the container's freezer cgroup is frozen,
 /// so the process freezes as it joins it. The deadline still answers, the
 /// helper is killed, and nothing of the exec is left once it thaws.
@@ -132,7 +115,7 @@ async fn a_start_stuck_in_a_frozen_container_ends_at_the_deadline() {
     let id = pod
         .run("frozen", json!({"command": ["sleep", "600"]}))
         .await;
-    let pid = init_pid(&pod, &id).await;
+    let pid = pod.init_pid(&id).await as u32;
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let freezer = cgroups.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
@@ -235,7 +218,7 @@ fn cgroup_dirs(pid: u32) -> Vec<std::path::PathBuf> {
 async fn an_init_in_a_sub_cgroup_still_execs() {
     let pod = Pod::new(json!({})).await;
     let id = pod.run("moved", json!({"command": ["sleep", "600"]})).await;
-    let pid = init_pid(&pod, &id).await;
+    let pid = pod.init_pid(&id).await as u32;
     /// Moves the init back and removes the sub-cgroups, even on failure.
     struct MoveBack(u32, Vec<std::path::PathBuf>);
     impl Drop for MoveBack {
