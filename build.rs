@@ -14,6 +14,7 @@ use prost_types::{DescriptorProto, FileDescriptorSet};
 use std::path::PathBuf;
 
 const PROTO: &str = "proto/api.proto";
+const NRI_PROTO: &str = "proto/nri.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO}");
@@ -47,6 +48,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
     builder.compile_with_config(config, &[PROTO], &["proto"])?;
+    nri_codegen(&out)?;
+    Ok(())
+}
+
+/// NRI's wire definition (`proto/nri.proto`) as rust-protobuf messages and
+/// async ttrpc stubs (`crius::nri::api`), the types the `ttrpc` crate speaks.
+/// Both come from a pure-Rust parser, so no protoc is involved.
+fn nri_codegen(out: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={NRI_PROTO}");
+    let dir = out.join("nri");
+    std::fs::create_dir_all(&dir)?;
+    ttrpc_codegen::Codegen::new()
+        .out_dir(&dir)
+        .inputs([NRI_PROTO])
+        .include("proto")
+        .rust_protobuf()
+        .customize(ttrpc_codegen::Customize {
+            async_all: true,
+            ..Default::default()
+        })
+        .rust_protobuf_customize(ttrpc_codegen::ProtobufCustomize::default().gen_mod_rs(false))
+        .run()?;
+    std::fs::write(dir.join("mod.rs"), "pub mod nri;\npub mod nri_ttrpc;\n")?;
     Ok(())
 }
 

@@ -27,6 +27,24 @@ pub struct Config {
     pub network: NetworkSection,
     pub streaming: StreamingSection,
     pub metrics: MetricsSection,
+    pub nri: NriSection,
+}
+
+/// NRI (Node Resource Interface) plugins: `crate::nri`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NriSection {
+    pub enable: bool,
+    /// Where plugins started by others connect; "" or
+    /// `disable_connections` accepts none.
+    pub socket_path: PathBuf,
+    pub disable_connections: bool,
+    /// Pre-installed plugins (`<index>-<name>` executables) started at start.
+    pub plugin_path: PathBuf,
+    /// Their configuration: `<index>-<name>.conf` or `<name>.conf`.
+    pub plugin_config_path: PathBuf,
+    pub plugin_registration_timeout_ms: u64,
+    pub plugin_request_timeout_ms: u64,
 }
 
 /// criusd's own Prometheus endpoint.
@@ -293,6 +311,32 @@ impl Config {
                     self.metrics.address
                 ),
             ));
+        }
+        for (key, value) in [
+            ("nri.socket_path", &self.nri.socket_path),
+            ("nri.plugin_path", &self.nri.plugin_path),
+            ("nri.plugin_config_path", &self.nri.plugin_config_path),
+        ] {
+            if !value.as_os_str().is_empty() && !value.is_absolute() {
+                return Err(bad(
+                    key,
+                    format!("{} is not an absolute path", value.display()),
+                ));
+            }
+        }
+        for (key, value) in [
+            (
+                "nri.plugin_registration_timeout_ms",
+                self.nri.plugin_registration_timeout_ms,
+            ),
+            (
+                "nri.plugin_request_timeout_ms",
+                self.nri.plugin_request_timeout_ms,
+            ),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err(bad(key, "must be between 1 and 600000".into()));
+            }
         }
         self.network
             .builtin

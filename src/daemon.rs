@@ -88,6 +88,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.root)?;
     let runtime = Arc::new(Runtime::new(config, store)?);
     Runtime::follow_exits(&runtime);
+    // Pre-installed plugins are up (or given up on) before the first CRI call.
+    let domain: std::sync::Weak<dyn crate::nri::Domain> = Arc::downgrade(&runtime) as _;
+    runtime.nri.start(domain).await;
+    let nri = runtime.nri.clone();
     let listener = bind(&socket)?;
     // The streaming server is up before any RPC can hand out its URLs.
     let streams = tokio::net::TcpListener::bind((
@@ -150,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("RPCs still open after {SHUTDOWN_GRACE:?}; leaving them");
     }
+    nri.stop().await;
     stream_server.abort();
     if let Some(server) = metrics_server {
         server.abort();

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod image;
 pub mod metrics;
 pub mod network;
+pub mod nri;
 pub mod read_only_exe;
 pub mod resolve;
 pub mod runtime;

@@ -55,6 +55,12 @@ fn check_config(config: &cri::ContainerConfig) -> Result<(), ContainerError> {
     Ok(())
 }
 
+/// A failed build, and the container as NRI plugins saw it if they did.
+struct BuildError {
+    error: ContainerError,
+    adjusted: Option<crate::nri::api::Container>,
+}
+
 impl Containers {
     /// CreateContainer: the rootfs, the bundle, and `<runtime> create` run
     /// by a new shim. Any failure undoes all of it.
@@ -125,6 +131,15 @@ impl Containers {
             &cdi,
         );
         drop(held);
+        match &result {
+            Ok(record) => self.nri.post_create_container(sandbox, record),
+            Err(e) => {
+                if let Some(container) = &e.adjusted {
+                    self.nri.undo_create_container(sandbox, container.clone())
+                }
+            }
+        }
+        let result = result.map_err(|e| e.error);
         if result.is_err() {
             let _ = runtime.delete(&id);
             idmap::unmount_all_under(&dir);
@@ -147,6 +162,38 @@ impl Containers {
         runtime: &OciRuntime,
         handler: &HandlerInfo,
         cdi: &cdi::Injection,
+    ) -> Result<ContainerRecord, Box<BuildError>> {
+        let mut adjusted = None;
+        self.build_adjusted(
+            id,
+            name,
+            dir,
+            config,
+            sandbox,
+            image,
+            runtime,
+            handler,
+            cdi,
+            &mut adjusted,
+        )
+        .map_err(|error| Box::new(BuildError { error, adjusted }))
+    }
+
+    /// `build`; `adjusted` is set once NRI plugins have adjusted the
+    /// container, so that a later failure is reported to them.
+    #[allow(clippy::too_many_arguments)]
+    fn build_adjusted(
+        &self,
+        id: &str,
+        name: &str,
+        dir: &Path,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+        image: &crate::image::record::ImageRecord,
+        runtime: &OciRuntime,
+        handler: &HandlerInfo,
+        cdi: &cdi::Injection,
+        adjusted: &mut Option<crate::nri::api::Container>,
     ) -> Result<ContainerRecord, ContainerError> {
         let io = |what: &str, e: std::io::Error| ContainerError::Runtime {
             id: id.to_string(),
@@ -191,6 +238,13 @@ impl Containers {
                 .cgroup_parent,
             id,
         );
+        let cdi_support = cdi::Support {
+            net_devices: handler.features.net_devices,
+            intel_rdt: !cdi.is_empty() && cdi::edits::resctrl_mounted(),
+            intel_rdt_schemata: handler.features.intel_rdt_schemata,
+            intel_rdt_monitoring: handler.features.intel_rdt_monitoring,
+            user_namespace: userns.is_some(),
+        };
         let spec = spec::build(&spec::SpecInput {
             id,
             config,
@@ -209,14 +263,9 @@ impl Containers {
             },
             volume_sources: &volume_sources,
             cdi,
-            cdi_support: cdi::Support {
-                net_devices: handler.features.net_devices,
-                intel_rdt: !cdi.is_empty() && cdi::edits::resctrl_mounted(),
-                intel_rdt_schemata: handler.features.intel_rdt_schemata,
-                intel_rdt_monitoring: handler.features.intel_rdt_monitoring,
-                user_namespace: userns.is_some(),
-            },
+            cdi_support,
         })?;
+        let spec = self.nri_adjust(id, config, sandbox, spec, cdi_support, adjusted)?;
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
         std::fs::write(dir.join("config.json"), spec_json).map_err(|e| io("config.json", e))?;
 
@@ -301,6 +350,48 @@ impl Containers {
         self.events
             .send(Event::new(EventKind::Created, id, &record.sandbox_id));
         Ok(record)
+    }
+
+    /// The spec as NRI plugins adjust it: CDI devices they name are
+    /// resolved like the CRI's, the rest is applied as JSON and read back.
+    fn nri_adjust(
+        &self,
+        id: &str,
+        config: &cri::ContainerConfig,
+        sandbox: &SandboxRecord,
+        mut spec: oci_spec::runtime::Spec,
+        cdi_support: cdi::Support,
+        adjusted: &mut Option<crate::nri::api::Container>,
+    ) -> Result<oci_spec::runtime::Spec, ContainerError> {
+        if !self.nri.active() {
+            return Ok(spec);
+        }
+        let value = serde_json::to_value(&spec).expect("spec encodes");
+        let container = crate::nri::convert::new_container(id, &sandbox.id, config, &value);
+        // From here plugins have seen it: a failure, theirs included, is
+        // reported to them as its stop and removal (as containerd does).
+        *adjusted = Some(container.clone());
+        let adjustment = self.nri.create_container(sandbox, container)?;
+        let Some(adjustment) = adjustment else {
+            return Ok(spec);
+        };
+        if !adjustment.CDI_devices.is_empty() {
+            let wanted = cri::ContainerConfig {
+                cdi_devices: adjustment
+                    .CDI_devices
+                    .iter()
+                    .map(|d| cri::CdiDevice {
+                        name: d.name.clone(),
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            self.cdi.resolve(&wanted)?.apply(&mut spec, &cdi_support)?;
+        }
+        let mut value = serde_json::to_value(&spec).expect("spec encodes");
+        crate::nri::apply::apply(&mut value, &adjustment)
+            .and_then(|()| crate::nri::apply::check(&value))
+            .map_err(|e| ContainerError::Invalid(format!("NRI adjustment: {e}")))
     }
 
     /// Idmapped copies of the volumes that ask for the pod's id mappings,

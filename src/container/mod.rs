@@ -73,6 +73,8 @@ pub enum ContainerError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Nri(#[from] crate::nri::NriError),
 }
 
 impl Classify for ContainerError {
@@ -87,6 +89,7 @@ impl Classify for ContainerError {
             ContainerError::Runtime { .. } => ErrorKind::Internal,
             ContainerError::Image(e) => e.kind(),
             ContainerError::Store(e) => e.kind(),
+            ContainerError::Nri(e) => e.kind(),
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct ContainerPolicy {
     pub cdi_spec_dirs: Vec<PathBuf>,
     /// `runtime.exec_in_runtime`.
     pub exec_in_runtime: bool,
+    /// NRI plugins, which adjust containers before they are created.
+    pub nri: Arc<crate::nri::Nri>,
 }
 
 pub struct Containers {
@@ -131,6 +136,7 @@ pub struct Containers {
     exec_in_runtime: bool,
     /// CDI spec files, re-read when their dirs change.
     cdi: cdi::Registry,
+    nri: Arc<crate::nri::Nri>,
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     names: Mutex<HashMap<String, String>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -156,6 +162,7 @@ impl Containers {
             image_volumes_noexec,
             cdi_spec_dirs,
             exec_in_runtime,
+            nri,
         } = policy;
         let root = state.join("containers");
         std::fs::create_dir_all(&root).map_err(|e| ContainerError::Runtime {
@@ -180,6 +187,7 @@ impl Containers {
             image_volumes_noexec,
             exec_in_runtime,
             cdi: cdi::Registry::new(cdi_spec_dirs),
+            nri,
             records: RwLock::new(records),
             names: Mutex::new(names),
             locks: Mutex::new(HashMap::new()),

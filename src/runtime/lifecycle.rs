@@ -7,6 +7,7 @@ use crate::container::{ContainerError, ContainerRecord, CreateRequest};
 use crate::cri;
 use crate::error::{Classify, ErrorKind};
 use crate::network::pod::NetworkPlan;
+use crate::nri::NriError;
 use crate::sandbox::{SandboxError, SandboxRecord, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,8 @@ pub enum PodError {
     Sandbox(#[from] SandboxError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Nri(#[from] NriError),
 }
 
 impl Classify for PodError {
@@ -22,6 +25,7 @@ impl Classify for PodError {
         match self {
             PodError::Sandbox(e) => e.kind(),
             PodError::Container(e) => e.kind(),
+            PodError::Nri(e) => e.kind(),
         }
     }
 }
@@ -57,7 +61,15 @@ impl Runtime {
             }
         }
         let network = self.network_plan(&config);
-        Ok(self.sandboxes.run(config, &handler, network)?)
+        let record = self.sandboxes.run(config, &handler, network)?;
+        if let Err(e) = self.nri.run_pod_sandbox(&record) {
+            // Plugins that saw it run hear it go.
+            let _ = self.sandboxes.stop(&record.id);
+            self.nri.remove_pod_sandbox(&record);
+            let _ = self.sandboxes.remove(&record.id);
+            return Err(e.into());
+        }
+        Ok(record)
     }
 
     /// The network a new pod joins: the first valid CNI config list, read
@@ -105,9 +117,11 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         for container in self.containers.in_sandbox(&sandbox.id) {
-            self.containers.stop(&container, 0)?;
+            self.stop_container(&container, 0)?;
         }
-        Ok(self.sandboxes.stop(&sandbox.id)?)
+        self.sandboxes.stop(&sandbox.id)?;
+        self.nri.stop_pod_sandbox(&sandbox);
+        Ok(())
     }
 
     /// RemovePodSandbox: its containers are removed, then the sandbox.
@@ -118,9 +132,10 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         for container in self.containers.in_sandbox(&sandbox.id) {
-            self.containers.remove(&container)?;
+            self.remove_container(&container)?;
         }
         self.sandboxes.remove(&sandbox.id)?;
+        self.nri.remove_pod_sandbox(&sandbox);
         // After the record: a crash in between leaves volumes that start-up
         // releases, never a pod without its volumes.
         self.images
@@ -161,5 +176,78 @@ impl Runtime {
             config,
             handler: &handler,
         })?)
+    }
+
+    /// The pod of a container, for NRI events (gone for a container
+    /// whose pod was removed first).
+    fn pod_of(&self, container: &ContainerRecord) -> Option<SandboxRecord> {
+        self.sandboxes.get(&container.sandbox_id).ok()
+    }
+
+    /// StartContainer: plugins hear of it before and after; one that
+    /// fails StartContainer fails the call (and hears the container stop).
+    pub fn start_container(&self, id: &str) -> Result<(), PodError> {
+        if !self.nri.active() {
+            return Ok(self.containers.start(id)?);
+        }
+        let record = self.containers.get(id)?;
+        let pod = self.pod_of(&record);
+        self.nri.start_container(pod.as_ref(), &record)?;
+        if let Err(e) = self.containers.start(&record.id) {
+            self.nri.stop_container(pod.as_ref(), &record);
+            return Err(e.into());
+        }
+        if let Ok(record) = self.containers.get(&record.id) {
+            self.nri.post_start_container(pod.as_ref(), &record);
+        }
+        Ok(())
+    }
+
+    /// StopContainer; plugins hear of it once it has stopped.
+    pub fn stop_container(&self, id: &str, timeout: i64) -> Result<(), PodError> {
+        let before = self.containers.get(id).ok();
+        self.containers.stop(id, timeout)?;
+        if let Some(record) = before.filter(|r| r.is_live() && self.nri.active()) {
+            let record = self.containers.get(&record.id).unwrap_or(record);
+            self.nri
+                .stop_container(self.pod_of(&record).as_ref(), &record);
+        }
+        Ok(())
+    }
+
+    /// RemoveContainer; plugins hear of it once it is gone.
+    pub fn remove_container(&self, id: &str) -> Result<(), PodError> {
+        let before = self.containers.get(id).ok();
+        self.containers.remove(id)?;
+        if let Some(record) = before.filter(|_| self.nri.active()) {
+            let pod = self.pod_of(&record);
+            if record.is_live() {
+                self.nri.stop_container(pod.as_ref(), &record);
+            }
+            self.nri.remove_container(pod.as_ref(), &record);
+        }
+        Ok(())
+    }
+
+    /// UpdateContainerResources: plugins may change the resources first.
+    pub fn update_container_resources(
+        &self,
+        id: &str,
+        resources: cri::LinuxContainerResources,
+    ) -> Result<(), PodError> {
+        if !self.nri.active() {
+            return Ok(self.containers.update_resources(id, resources)?);
+        }
+        let record = self.containers.get(id)?;
+        let pod = self.pod_of(&record);
+        let resources = self
+            .nri
+            .update_container(pod.as_ref(), &record, &resources)?
+            .unwrap_or(resources);
+        self.containers.update_resources(&record.id, resources)?;
+        if let Ok(record) = self.containers.get(&record.id) {
+            self.nri.post_update_container(pod.as_ref(), &record);
+        }
+        Ok(())
     }
 }

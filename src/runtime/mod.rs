@@ -49,6 +49,8 @@ pub struct Runtime {
     pub streaming: crate::stream::Streaming,
     /// Where criusd's own metrics are served, for Status.
     pub metrics: crate::metrics::endpoint::Endpoint,
+    /// NRI plugins (started by the daemon once the runtime is shared).
+    pub nri: Arc<crate::nri::Nri>,
 }
 
 /// Why the runtime could not start.
@@ -107,6 +109,7 @@ impl Runtime {
             &config.root.join("network/ipam"),
         ));
         let events = crate::events::Events::default();
+        let nri = crate::nri::Nri::new(&config.nri);
         let sandboxes = Sandboxes::open(
             &config.state,
             store.clone(),
@@ -127,6 +130,7 @@ impl Runtime {
                 image_volumes_noexec: config.runtime.image_volumes_noexec,
                 cdi_spec_dirs: config.runtime.cdi_spec_dirs.clone(),
                 exec_in_runtime: config.runtime.exec_in_runtime,
+                nri: nri.clone(),
             },
         )?;
         // A crash between a pod's removal and its image volumes' leaves
@@ -150,6 +154,7 @@ impl Runtime {
             cpu_rates: Default::default(),
             streaming: Default::default(),
             metrics: Default::default(),
+            nri,
         })
     }
 
@@ -309,6 +314,7 @@ impl Runtime {
             );
             info.insert("cdi".into(), json(self.containers.cdi().describe()));
             info.insert("metrics".into(), json(self.metrics.to_json()));
+            info.insert("nri".into(), json(self.nri.describe()));
             info.insert(
                 "podCIDRs".into(),
                 json(serde_json::to_value(self.pod_cidrs()?).unwrap_or_default()),

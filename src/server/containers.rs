@@ -40,8 +40,7 @@ pub async fn start(
         "StartContainer",
         &id.clone(),
         service.blocking(move |rt| {
-            rt.containers
-                .start(&id)
+            rt.start_container(&id)
                 .map(|()| cri::StartContainerResponse {})
         }),
     )
@@ -57,8 +56,7 @@ pub async fn stop(
         "StopContainer",
         &id.clone(),
         service.blocking(move |rt| {
-            rt.containers
-                .stop(&id, request.timeout)
+            rt.stop_container(&id, request.timeout)
                 .map(|()| cri::StopContainerResponse {})
         }),
     )
@@ -73,8 +71,7 @@ pub async fn remove(
         "RemoveContainer",
         &id.clone(),
         service.blocking(move |rt| {
-            rt.containers
-                .remove(&id)
+            rt.remove_container(&id)
                 .map(|()| cri::RemoveContainerResponse {})
         }),
     )
@@ -156,8 +153,7 @@ pub async fn update_resources(
             let linux = request.linux.ok_or_else(|| {
                 ContainerError::Invalid("linux resources are required on Linux".into())
             })?;
-            rt.containers
-                .update_resources(&id, linux)
+            rt.update_container_resources(&id, linux)
                 .map(|()| cri::UpdateContainerResourcesResponse {})
         }),
     )
