@@ -322,6 +322,24 @@ pub fn cgroup_dir(controller: &str, cgroup: &str) -> PathBuf {
     }
 }
 
+/// An `[nri]` table with the socket and plugin dirs under `dir`, so that
+/// daemons side by side never share them (NRI stays on, as by default).
+pub fn private_nri(dir: &Path) -> String {
+    format!(
+        "[nri]\nsocket_path = \"{0}/nri.sock\"\nplugin_path = \"{0}/nri-plugins\"\nplugin_config_path = \"{0}/nri-conf.d\"\n",
+        dir.display()
+    )
+}
+
+/// Adds `private_nri` to a test's config file that has no `[nri]` table.
+fn give_private_nri(file: &Path, dir: &Path) {
+    if let Ok(text) = std::fs::read_to_string(file)
+        && !text.contains("[nri]")
+    {
+        std::fs::write(file, format!("{text}\n{}", private_nri(dir))).unwrap();
+    }
+}
+
 fn spawn(dir: &Path, extra: &[&str]) -> Child {
     spawn_with(dir, extra, &[])
 }
@@ -338,15 +356,26 @@ fn spawn_with(dir: &Path, extra: &[&str], dropped_caps: &[u32]) -> Child {
         // tests running side by side must not share the built-in network's
         // bridge with separate address stores: tests of it configure their own.
         // Nor may they contend for the metrics port: each takes a free one.
+        // Nor may they share NRI's socket and plugin dirs: each has its own.
         let config = dir.join("config.toml");
         if !config.exists() {
             std::fs::write(
                 &config,
-                "[network.builtin]\nenabled = false\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+                format!(
+                    "[network.builtin]\nenabled = false\n[metrics]\naddress = \"127.0.0.1:0\"\n{}",
+                    private_nri(dir)
+                ),
             )
             .unwrap();
         }
-        cmd.arg("--config").arg(config);
+        cmd.arg("--config").arg(&config);
+        give_private_nri(&config, dir);
+    } else if let Some(file) = extra
+        .iter()
+        .position(|a| *a == "--config")
+        .and_then(|i| extra.get(i + 1))
+    {
+        give_private_nri(Path::new(file), dir);
     }
     cmd.env_remove("CRIUS_CONFIG")
         .arg("--listen")
