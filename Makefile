@@ -1,7 +1,7 @@
 # The two commands: `make run` (the daemon, built-in defaults) and `make test`
 # (everything). Both install their Debian packages themselves.
 
-.PHONY: run test test-node build lint clean bench conformance install uninstall deb demo
+.PHONY: run test test-node build lint clean bench conformance nri-check install uninstall deb demo
 
 # `make install` / `make uninstall` (packaging/install.sh): binaries to
 # $(DESTDIR)$(PREFIX)/bin, the systemd unit, criusctl's completions, a crictl
@@ -63,3 +63,10 @@ bench:
 # CRITEST_ARGS for critest (e.g. --ginkgo.focus=Image).
 conformance:
 	e2e/conformance/run.sh $(CRITEST_ARGS)
+
+# NRI's sample plugins (built outside the repository from containerd/nri
+# v0.12) against a private criusd, each checked for what its README says:
+# NRI_PLUGINS=/path/to/dir with logger, device-injector, ulimit-adjuster,
+# hook-injector, differ, template.
+nri-check:
+	NRI_PLUGINS="$(NRI_PLUGINS)" e2e/nri-check/run.sh
