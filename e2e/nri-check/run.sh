@@ -92,6 +92,7 @@ if [ -x "$plugins/logger" ]; then
     ln -s "$plugins/logger" "$work/plugins/10-logger"
     cat >"$work/conf.d/10-logger.conf" <<EOF
 logFile: $work/preinstalled-logger.log
+events: [runpodsandbox, stoppodsandbox, removepodsandbox, createcontainer, startcontainer, stopcontainer, removecontainer]
 addEnv: NRI_PREINSTALLED_LOGGER
 EOF
 fi
@@ -146,9 +147,13 @@ end_pod() { # end_pod POD CTR: the whole life to its end
 # start_plugin NAME ARGS...: an external plugin connected to the socket; waits
 # until criusd lists it.
 start_plugin() {
-    local name=$1
+    local name=$1 flag=-socket
     shift
-    "$plugins/$name" -socket-path "$nri" "$@" >"$work/$name.log" 2>&1 &
+    # The samples name their socket flag -socket-path or -socket.
+    local help
+    help=$("$plugins/$name" -h 2>&1 || true)
+    [[ $help == *-socket-path* ]] && flag=-socket-path
+    "$plugins/$name" "$flag" "$nri" "$@" >"$work/$name.log" 2>&1 &
     plugin_pid=$!
     for _ in $(seq 1 100); do
         if ctl info -v 2>/dev/null | grep -q "[0-9][0-9]-$name"; then
@@ -264,14 +269,19 @@ fi
 
 # ------------------------------------------------------------------ differ, template
 for name in differ template; do
-    if [ -x "$plugins/$name" ] && start_plugin "$name" -idx 60; then
+    args=(-idx 60) last="Removed pod nri-check/$name"
+    # The differ registers itself at 00 and 99 and names the event.
+    [ "$name" = differ ] && args=() last=RemovePodSandbox
+    if [ -x "$plugins/$name" ] && start_plugin "$name" "${args[@]}"; then
         read -r pod ctr < <(run_pod "$name" '{}')
-        state=$(ctl inspect "$ctr" 2>/dev/null | grep -o '"state": *"[A-Z_]*"' | head -1)
+        running=$(ctl ps -q --no-trunc --state running 2>/dev/null || true)
         end_pod "$pod" "$ctr"
-        if kill -0 "$plugin_pid" 2>/dev/null && grep -q RUNNING <<<"$state"; then
-            pass "$name: connected, the container ran"
+        sleep 0.5
+        if kill -0 "$plugin_pid" 2>/dev/null && grep -q "$ctr" <<<"$running" \
+            && grep -q "$last" "$work/$name.log"; then
+            pass "$name: connected, saw the pod's whole life, the container ran"
         else
-            fail "$name" "plugin gone or container not running ($state; see $name.log)"
+            fail "$name" "plugin gone, events missing or container not running (see $name.log)"
         fi
         stop_plugin
     else

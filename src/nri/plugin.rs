@@ -199,7 +199,12 @@ impl Plugin {
                 child,
             } => (idx, base, config, Some(child)),
             Origin::External => {
-                if name.is_empty() || name.contains('/') {
+                // NRI's rule: [a-zA-Z0-9_.+-], not empty.
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b))
+                {
                     return Err(fail(format!("registered with invalid name {name:?}")));
                 }
                 if !check_index(&index) {
