@@ -88,10 +88,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.root)?;
     let runtime = Arc::new(Runtime::new(config, store)?);
     Runtime::follow_exits(&runtime);
-    // Pre-installed plugins are up (or given up on) before the first CRI call.
-    let domain: std::sync::Weak<dyn crate::nri::Domain> = Arc::downgrade(&runtime) as _;
-    runtime.nri.start(domain).await;
-    let nri = runtime.nri.clone();
     let listener = bind(&socket)?;
     // The streaming server is up before any RPC can hand out its URLs.
     let streams = tokio::net::TcpListener::bind((
@@ -119,6 +115,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .set_base(format!("{scheme}://{stream_addr}"));
     let stream_server = tokio::spawn(crate::stream::serve(runtime.clone(), streams, tls));
     let metrics_server = serve_metrics(&runtime).await;
+    // Last before serving, so that a daemon that cannot serve never takes
+    // the NRI socket; pre-installed plugins are up (or given up on) before
+    // the first CRI call.
+    let domain: std::sync::Weak<dyn crate::nri::Domain> = Arc::downgrade(&runtime) as _;
+    runtime.nri.start(domain).await;
+    let nri = runtime.nri.clone();
     tracing::info!(
         socket = %socket.display(),
         root = %runtime.config.root.display(),
