@@ -2,7 +2,8 @@
 //! connected to the daemon's private NRI socket: events in lifecycle order,
 //! each kind of adjustment reaching config.json and the running container,
 //! conflicts between two plugins, a plugin that hangs (dropped within the
-//! request timeout), one that fails a call (rolled back), a v0.11 plugin
+//! request timeout), one that never registers (dropped after the
+//! registration timeout), one that fails a call (rolled back), a v0.11 plugin
 //! (events through StateChange), UpdateContainer answers and unsolicited
 //! updates, and a reconnecting plugin resynchronized.
 
@@ -531,4 +532,36 @@ async fn a_reconnecting_plugin_is_resynchronized() {
     again
         .wait_for("StopContainer existing", Duration::from_secs(2))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_never_registers_is_dropped_after_the_registration_timeout() {
+    let fixture = Fixture::new("plugin_registration_timeout_ms = 300\n");
+    let daemon = fixture.daemon();
+    // Once the CRI answers, NRI is listening.
+    nri_status(&daemon).await;
+    // Connected, silent: no RegisterPlugin.
+    let mut silent = tokio::net::UnixStream::connect(socket(&daemon))
+        .await
+        .unwrap();
+    // The CRI is served meanwhile, and the plugin is not listed.
+    let started = Instant::now();
+    let status = nri_status(&daemon).await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+    assert_eq!(status["plugins"], json!([]), "{status}");
+    // criusd hangs up once the timeout has passed.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        silent.read(&mut buf).await
+    })
+    .await
+    .expect("criusd closes the connection");
+    assert_eq!(read.unwrap(), 0, "EOF");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(
+        daemon.log().contains("no registration within"),
+        "{}",
+        daemon.log()
+    );
 }

@@ -261,9 +261,17 @@ impl TestPlugin {
 
     /// Connects and registers without waiting.
     pub async fn connect_only(socket: &Path, script: Script) -> TestPlugin {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .unwrap_or_else(|e| panic!("NRI socket {}: {e}", socket.display()));
+        // criusd binds the NRI socket just before it serves the CRI.
+        let deadline = Instant::now() + crate::common::patience(Duration::from_secs(10));
+        let stream = loop {
+            match tokio::net::UnixStream::connect(socket).await {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("NRI socket {}: {e}", socket.display())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
         let (trunk, [plugin_conn, runtime_conn]) = mux::multiplex(
             stream,
             [mux::PLUGIN_SERVICE_CONN, mux::RUNTIME_SERVICE_CONN],
