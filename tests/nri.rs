@@ -501,6 +501,38 @@ async fn update_answers_and_unsolicited_updates_reach_the_container() {
     assert!(answer.failed.is_empty());
     let r = resources_json(&pod.daemon, &id);
     assert_eq!(r["cpu"]["quota"], 50_000, "{r}");
+
+    // The pod's resources: UpdatePodSandbox, then PostUpdatePodSandbox.
+    pod.daemon
+        .runtime()
+        .await
+        .update_pod_sandbox_resources(cri::UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.id.clone(),
+            resources: Some(cri::LinuxContainerResources {
+                cpu_shares: 1024,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let pod_name = pod.config.metadata.as_ref().unwrap().name.clone();
+    let events = plugin.events();
+    let tail: Vec<&str> = events
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            format!("UpdatePodSandbox(shares=1024) {pod_name}"),
+            format!("PostUpdatePodSandbox {pod_name}")
+        ],
+        "{events:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

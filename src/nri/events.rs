@@ -63,6 +63,41 @@ impl Nri {
         self.pod_event(Event::RUN_POD_SANDBOX, pod)
     }
 
+    /// Before a pod's new resources are recorded; an error fails
+    /// UpdatePodSandboxResources.
+    pub fn update_pod_sandbox(
+        &self,
+        pod: &SandboxRecord,
+        overhead: Option<&cri::LinuxContainerResources>,
+        resources: Option<&cri::LinuxContainerResources>,
+    ) -> Result<(), NriError> {
+        if !self.active() {
+            return Ok(());
+        }
+        let mut req = api::UpdatePodSandboxRequest::new();
+        req.pod = protobuf::MessageField::some(convert::pod(pod));
+        req.overhead_linux_resources =
+            protobuf::MessageField::from_option(overhead.map(convert::resources_from_cri));
+        req.linux_resources =
+            protobuf::MessageField::from_option(resources.map(convert::resources_from_cri));
+        self.block_on(async {
+            let plugins = self.plugins().await;
+            for p in plugins.iter() {
+                p.update_pod_sandbox(&req).await?;
+            }
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
+    }
+
+    pub fn post_update_pod_sandbox(&self, pod: &SandboxRecord) {
+        Self::logged(
+            "PostUpdatePodSandbox",
+            &pod.id,
+            self.pod_event(Event::POST_UPDATE_POD_SANDBOX, pod),
+        );
+    }
+
     pub fn stop_pod_sandbox(&self, pod: &SandboxRecord) {
         Self::logged(
             "StopPodSandbox",

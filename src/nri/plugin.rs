@@ -361,7 +361,8 @@ impl Plugin {
         self.failed(refusal.message)
     }
 
-    /// A pod event (RunPodSandbox, StopPodSandbox, RemovePodSandbox), or a
+    /// A pod event (RunPodSandbox, PostUpdatePodSandbox, StopPodSandbox,
+    /// RemovePodSandbox), or a
     /// container event with no answer (PostCreate, Start, PostStart,
     /// PostUpdate, Remove): the dedicated RPC, or StateChange for plugins
     /// older than v0.12.
@@ -400,6 +401,23 @@ impl Plugin {
         }
         self.request(what, |c, ctx| {
             Box::pin(async move { c.state_change(ctx, &req).await })
+        })
+        .await
+        .map(|_| ())
+        .map_err(|r| self.refused(r))
+    }
+
+    /// UpdatePodSandbox: a dedicated RPC since v0.11, no StateChange form.
+    pub async fn update_pod_sandbox(
+        &self,
+        req: &api::UpdatePodSandboxRequest,
+    ) -> Result<(), PluginError> {
+        if !self.subscribed(api::Event::UPDATE_POD_SANDBOX) {
+            return Ok(());
+        }
+        let req = req.clone();
+        self.request("UpdatePodSandbox", |c, ctx| {
+            Box::pin(async move { c.update_pod_sandbox(ctx, &req).await })
         })
         .await
         .map(|_| ())
@@ -491,6 +509,9 @@ async fn dedicated(
         E::RUN_POD_SANDBOX => pod_event!(RunPodSandboxRequest, run_pod_sandbox),
         E::STOP_POD_SANDBOX => pod_event!(StopPodSandboxRequest, stop_pod_sandbox),
         E::REMOVE_POD_SANDBOX => pod_event!(RemovePodSandboxRequest, remove_pod_sandbox),
+        E::POST_UPDATE_POD_SANDBOX => {
+            pod_event!(PostUpdatePodSandboxRequest, post_update_pod_sandbox)
+        }
         E::POST_CREATE_CONTAINER => {
             container_event!(PostCreateContainerRequest, post_create_container)
         }

@@ -178,6 +178,28 @@ impl Runtime {
         })?)
     }
 
+    /// UpdatePodSandboxResources: the new pod-level resources recorded;
+    /// plugins hear of them before and after.
+    pub fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        overhead: Option<cri::LinuxContainerResources>,
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> Result<(), PodError> {
+        if self.nri.active() {
+            let pod = self.sandboxes.get(id)?;
+            self.nri
+                .update_pod_sandbox(&pod, overhead.as_ref(), resources.as_ref())?;
+        }
+        self.sandboxes.update_resources(id, overhead, resources)?;
+        if self.nri.active()
+            && let Ok(pod) = self.sandboxes.get(id)
+        {
+            self.nri.post_update_pod_sandbox(&pod);
+        }
+        Ok(())
+    }
+
     /// The pod of a container, for NRI events (gone for a container
     /// whose pod was removed first).
     fn pod_of(&self, container: &ContainerRecord) -> Option<SandboxRecord> {

@@ -407,12 +407,12 @@ impl RuntimeService for CriService {
             "UpdatePodSandboxResources",
             &id,
             self.blocking(move |rt| {
-                rt.sandboxes.update_resources(
+                rt.update_pod_sandbox_resources(
                     &request.pod_sandbox_id,
                     request.overhead,
                     request.resources,
                 )?;
-                Ok::<_, crate::sandbox::SandboxError>(cri::UpdatePodSandboxResourcesResponse {})
+                Ok::<_, crate::runtime::PodError>(cri::UpdatePodSandboxResourcesResponse {})
             }),
         )
         .await

@@ -124,6 +124,27 @@ impl nri_ttrpc::Plugin for Side {
         self.record("RunPodSandbox", &req.pod.name).await?;
         Ok(api::RunPodSandboxResponse::new())
     }
+    async fn update_pod_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: api::UpdatePodSandboxRequest,
+    ) -> ttrpc::Result<api::UpdatePodSandboxResponse> {
+        let cpu = req.linux_resources.cpu.shares.value;
+        self.record(&format!("UpdatePodSandbox(shares={cpu})"), &req.pod.name)
+            .await?;
+        Ok(api::UpdatePodSandboxResponse::new())
+    }
+
+    async fn post_update_pod_sandbox(
+        &self,
+        _: &TtrpcContext,
+        req: api::PostUpdatePodSandboxRequest,
+    ) -> ttrpc::Result<api::PostUpdatePodSandboxResponse> {
+        self.v011()?;
+        self.record("PostUpdatePodSandbox", &req.pod.name).await?;
+        Ok(api::PostUpdatePodSandboxResponse::new())
+    }
+
     async fn stop_pod_sandbox(
         &self,
         _: &TtrpcContext,
