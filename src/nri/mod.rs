@@ -178,8 +178,8 @@ impl Nri {
         self.domain.get().and_then(Weak::upgrade)
     }
 
-    /// A snapshot of the plugin list, with its lock: events go out while
-    /// it is held.
+    /// The plugin list, locked: an event holds it while it goes out, so
+    /// plugins see events one at a time and a joining plugin waits.
     async fn plugins(&self) -> tokio::sync::MutexGuard<'_, Vec<Arc<Plugin>>> {
         self.plugins.lock().await
     }
