@@ -47,7 +47,10 @@ work=$(mktemp -d /tmp/crius-nri-check.XXXXXX)
 chmod 0711 "$work"
 sock=$work/crius.sock
 nri=$work/nri.sock
-hookfile=/etc/containers/oci/hooks.d/crius-nri-check-$$.json
+hookdir=/etc/containers/oci/hooks.d
+hookfile=$hookdir/crius-nri-check-$$.json
+# The part of the hooks dir this run makes, removed with its file.
+made_hookdir=$(p=$hookdir; while [ ! -e "$p" ]; do made=$p; p=$(dirname "$p"); done; echo "${made:-}")
 daemon='' plugin_pid=''
 passed=0 failed=0
 
@@ -67,6 +70,7 @@ cleanup() {
         stop_pid "$daemon"
     fi
     rm -f "$hookfile"
+    [ -z "$made_hookdir" ] || rmdir -p --ignore-fail-on-non-empty "$hookdir" 2>/dev/null
     e2e/registry.sh stop "$work/registry" >/dev/null 2>&1
     grep -o " ${work}[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
     cp "$work"/*.log "$out/" 2>/dev/null
@@ -238,7 +242,7 @@ fi
 
 # ------------------------------------------------------------------ hook-injector
 if [ -x "$plugins/hook-injector" ]; then
-    mkdir -p /etc/containers/oci/hooks.d
+    mkdir -p "$hookdir"
     cat >"$work/hook.sh" <<EOF
 #!/bin/sh
 echo "hook ran: \$*" >>"$work/hook-ran.log"
