@@ -516,6 +516,49 @@ impl Containers {
         Ok(())
     }
 
+    /// CheckpointContainer: a criu dump of the running container, left
+    /// running, as an archive at `location` (see `crate::checkpoint`).
+    /// Held under the container's lock, so it is not stopped or removed
+    /// midway; `deadline` bounds the dump.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        location: &str,
+        deadline: Instant,
+    ) -> Result<(), ContainerError> {
+        use crate::checkpoint::{self, CheckpointError};
+        let location = checkpoint::check_location(location).map_err(|e| match e {
+            CheckpointError::Invalid(m) => ContainerError::Invalid(m),
+            other => ContainerError::Invalid(other.to_string()),
+        })?;
+        let record = self.get(id)?;
+        let lock = self.lock_of(&record.id);
+        let _held = lock.lock().expect("container lock");
+        let record = self.observe(&record.id)?;
+        if record.state != ContainerState::Running {
+            return Err(ContainerError::Precondition(format!(
+                "container {} is not running; only running containers can be checkpointed",
+                record.id
+            )));
+        }
+        checkpoint::checkpoint(checkpoint::Dump {
+            record: &record,
+            runtime: runtime_of(&record),
+            writable_layer: self.images.writable_layer(&record.id),
+            location: &location,
+            deadline,
+        })
+        .map_err(|e| match e {
+            CheckpointError::Invalid(m) => ContainerError::Invalid(m),
+            CheckpointError::Precondition(m) => ContainerError::Precondition(m),
+            CheckpointError::Timeout(m) => ContainerError::Timeout(m),
+            CheckpointError::Failed(reason) => ContainerError::Runtime {
+                id: record.id.clone(),
+                reason,
+            },
+        })
+    }
+
     /// ReopenContainerLog: the shim reopens the log file.
     pub fn reopen_log(&self, id: &str) -> Result<(), ContainerError> {
         let record = self.observe(id)?;
