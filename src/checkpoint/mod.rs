@@ -21,6 +21,7 @@
 
 mod criu;
 pub mod diff;
+pub mod restore;
 
 pub use criu::ready as criu_ready;
 

@@ -238,6 +238,9 @@ impl Containers {
                 )));
             }
         }
+        if let Some(from) = &record.restore_from {
+            return self.start_restore(&record, from);
+        }
         let runtime = runtime_of(&record);
         let started = Instant::now();
         runtime
@@ -265,6 +268,32 @@ impl Containers {
         self.observe(&record.id).map(|_| ())
     }
 
+    /// StartContainer of a container made from a checkpoint: its shim
+    /// runs `<runtime> restore`, after which it runs. A failed restore
+    /// leaves it created, to be removed (or started again).
+    fn start_restore(&self, record: &ContainerRecord, from: &Path) -> Result<(), ContainerError> {
+        let restore = crius_shim::protocol::RestoreFrom {
+            image_path: from.join(crate::checkpoint::CHECKPOINT_DIR),
+            work_path: from.to_path_buf(),
+        };
+        let started = shim::spawn(&record.dir, &self.shim_config(record, Some(restore))).map_err(
+            |reason| ContainerError::Runtime {
+                id: record.id.clone(),
+                reason: format!("restoring from its checkpoint: {reason}"),
+            },
+        )?;
+        self.update(&record.id, |r| {
+            r.init_pid = started.init_pid;
+            r.shim_pid = started.shim_pid;
+            r.restore_from = None;
+            r.state = ContainerState::Running;
+            r.started_at = crate::time::now_nanos();
+        })?;
+        // The memory images are restored; criu's logs stay for a look.
+        let _ = std::fs::remove_dir_all(from.join(crate::checkpoint::CHECKPOINT_DIR));
+        self.observe(&record.id).map(|_| ())
+    }
+
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds
     /// (at once for 0). Stopping a stopped or unknown container succeeds.
     pub fn stop(&self, id: &str, timeout: i64) -> Result<(), ContainerError> {
@@ -277,6 +306,20 @@ impl Containers {
         let _held = lock.lock().expect("container lock");
         let record = self.observe(&record.id)?;
         if !record.is_live() {
+            return Ok(());
+        }
+        if record.restore_pending() {
+            // Nothing runs: it ends without having started.
+            self.update(&record.id, |r| {
+                r.set_exited(&ExitRecord {
+                    exit_code: 0,
+                    signal: None,
+                    finished_at: crate::time::now_nanos(),
+                    oom_killed: false,
+                });
+                r.message = "stopped before its restore from a checkpoint ran".into();
+                r.restore_from = None;
+            })?;
             return Ok(());
         }
         let runtime = runtime_of(&record);
@@ -323,7 +366,7 @@ impl Containers {
         let _held = lock.lock().expect("container lock");
         let record = self.observe(&record.id)?;
         let runtime = runtime_of(&record);
-        if record.is_live() {
+        if record.is_live() && !record.restore_pending() {
             let _ = runtime.kill(&record.id, libc::SIGKILL, true);
             self.wait_exit(&record.id, KILL_WAIT)?;
         }
@@ -386,7 +429,7 @@ impl Containers {
     /// The container, its state brought up to date with its shim's files.
     pub fn observe(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let record = self.get(id)?;
-        if !record.is_live() {
+        if !record.is_live() || record.restore_pending() {
             return Ok(record);
         }
         let exit = read_exit(&record.dir).or_else(|| lost_exit(&record));
