@@ -4,6 +4,7 @@
 //! `server` module is the thin gRPC layer on top. See ARCHITECTURE.md.
 
 pub mod cgroups;
+pub mod checkpoint;
 pub mod client;
 pub mod config;
 pub mod container;

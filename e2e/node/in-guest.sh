@@ -61,7 +61,8 @@ test_binary() {
 }
 
 # What depends on the node: cgroup paths and files, OOM, hugepages, AppArmor,
-# overlay mounts, exec's entry into a container. `make test` (--ci) runs the
+# overlay mounts, exec's entry into a container, checkpoints (criu works in
+# the guests, not on every host). `make test` (--ci) runs the
 # tests of these that a guest under emulation gets through in a few minutes;
 # `make test-node` runs the whole files and more.
 step unit test_binary lib-crius cgroups:: image::overlay stats:: container::apparmor container::enter
@@ -71,10 +72,11 @@ if [ "$mode" = ci ]; then
     step kubelet_requests test_binary kubelet_requests
     step stats test_binary stats
     step exec_entry test_binary exec_entry entered_processes_are_what_runc_exec_makes
-    step crictl env CRIUS_BIN="$bin" CRICTL_SCENARIOS="01 03 04 06" crictl-tests/run.sh
+    step checkpoint test_binary checkpoint
+    step crictl env CRIUS_BIN="$bin" CRICTL_SCENARIOS="01 03 04 06 09" crictl-tests/run.sh
 else
     for t in containers kubelet_requests stats exec_entry capabilities sandboxes metrics \
-        streaming image_layers image_volumes rootfs events; do
+        streaming image_layers image_volumes rootfs events checkpoint; do
         step "$t" test_binary "$t"
     done
     step crictl env CRIUS_BIN="$bin" crictl-tests/run.sh

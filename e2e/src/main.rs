@@ -40,6 +40,9 @@ enum Command {
     },
     /// Build and push the large benchmark image (busybox plus data layers)
     PushBig {
+        /// Data layers only, without the busybox base layer
+        #[arg(long)]
+        no_base: bool,
         #[arg(long, env = "CRIUS_E2E_REGISTRY")]
         registry: String,
         #[arg(long, default_value = "/bin/busybox")]
@@ -174,15 +177,20 @@ async fn main() -> anyhow::Result<()> {
             out,
         } => push_images(&registry, &busybox, &out).await,
         Command::PushBig {
+            no_base,
             registry,
             busybox,
             repo,
             layers,
             layer_mb,
         } => {
-            let (binary, applets) = read_busybox(&busybox)?;
-            let base = catalog::busybox_layer(&binary, &applets);
-            let image = big::build(layers, layer_mb, &base);
+            let base = if no_base {
+                None
+            } else {
+                let (binary, applets) = read_busybox(&busybox)?;
+                Some(catalog::busybox_layer(&binary, &applets))
+            };
+            let image = big::build(layers, layer_mb, base.as_ref());
             registry::Registry::new(&registry)?
                 .push_image(&repo, Some("latest"), &image)
                 .await?;

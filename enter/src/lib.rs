@@ -6,3 +6,4 @@
 //! the command's exec, or when the helper fails.
 
 pub mod protocol;
+pub mod scm;

@@ -38,15 +38,13 @@ mod procfs;
 mod sys;
 
 use crius_enter::protocol::{Instructions, Report, Step};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use crius_enter::scm;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The socket to criusd: instructions in, reports out. Close-on-exec, so
 /// the command never holds it.
 const REPORT_FD: RawFd = 3;
-/// Descriptors one message may carry: stdio, the pidfd and a cgroup file
-/// per hierarchy (cgroup v1 has fewer than 20).
-const MAX_FDS: usize = 64;
 
 /// A failed step, its errno (0 if none) and what errno cannot say.
 pub type Failure = (Step, i32, String);
@@ -195,32 +193,9 @@ fn wait_for(pid: libc::pid_t) -> ! {
 /// The instructions and the descriptors that came with them.
 fn receive(report: &OwnedFd) -> Result<(Instructions, Vec<OwnedFd>), String> {
     let mut bytes = vec![0u8; 64 * 1024];
-    let mut control = [0u64; (MAX_FDS * 4 + 64) / 8];
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_mut_ptr().cast(),
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; the buffers outlive the call.
-    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = std::mem::size_of_val(&control) as _;
-    let n = loop {
-        // SAFETY: as above.
-        let n = unsafe { libc::recvmsg(report.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 || sys::errno() != libc::EINTR {
-            break n;
-        }
-    };
-    if n < 0 {
-        return Err(format!("recvmsg: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the control data lies within `control`, as the kernel wrote.
-    let fds = unsafe { received_fds(&message) };
-    if message.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err("too many descriptors".into());
-    }
+    let mut fds = Vec::new();
+    let n =
+        scm::receive(report.as_fd(), &mut bytes, &mut fds).map_err(|e| format!("recvmsg: {e}"))?;
     bytes.truncate(n as usize);
     read_to(report, &mut bytes, 8)?;
     let header: [u8; 8] = bytes[..8].try_into().expect("8 bytes");
@@ -255,29 +230,4 @@ fn read_to(fd: &OwnedFd, bytes: &mut Vec<u8>, len: usize) -> Result<(), String> 
         }
     }
     Ok(())
-}
-
-/// The descriptors of SCM_RIGHTS messages in `message`.
-///
-/// # Safety
-/// `message` was filled by recvmsg and its control buffer is alive.
-unsafe fn received_fds(message: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut fds = Vec::new();
-    // SAFETY: walking the control messages the kernel wrote, as the
-    // CMSG_* macros do.
-    unsafe {
-        let mut header = libc::CMSG_FIRSTHDR(message);
-        while !header.is_null() {
-            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(header).cast::<RawFd>();
-                let count = ((*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            header = libc::CMSG_NXTHDR(message, header);
-        }
-    }
-    fds
 }

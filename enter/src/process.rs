@@ -9,7 +9,7 @@ use crate::{Failure, inside, sys};
 use crius_enter::protocol::{Instructions, Report, Step};
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// What the relay hands over: all of it is closed before the exec but the
 /// report socket, which is close-on-exec.
@@ -246,26 +246,9 @@ fn open_terminal(report: &OwnedFd) -> Result<(), Failure> {
 }
 
 fn send_fd(socket: &OwnedFd, fd: &OwnedFd, bytes: &[u8]) -> Result<(), i32> {
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    // Room for one fd, aligned for cmsghdr.
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; the buffers outlive the sendmsg call,
-    // and the header written lies within `control`.
-    unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd.as_raw_fd());
-        sys::check(libc::sendmsg(socket.as_raw_fd(), &message, 0) as libc::c_long).map(drop)
+    match crius_enter::scm::send(socket.as_fd(), bytes, &[fd.as_fd()]) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
     }
 }
 

@@ -4,7 +4,8 @@
 //!   crius-shim --version
 //!
 //! Reads `DIR/shim.json`, forks, and the child detaches from criusd (own
-//! session, child subreaper) and runs `<runtime> create`. It prints one
+//! session, child subreaper) and runs `<runtime> create` (or, for a
+//! container restored from a checkpoint, `<runtime> restore --detach`). It prints one
 //! `Ready` JSON line on stdout for criusd and closes it, then stays with the
 //! container: it holds the container's stdio (pipes, or a terminal's master
 //! end), writes the CRI log, answers `control.sock`, and when the container's
@@ -150,7 +151,7 @@ fn log_to(path: &Path) {
     }
 }
 
-/// Runs `<runtime> create` with the container's stdio and returns the
+/// Runs `<runtime> create` (or `restore`) with the container's stdio and returns the
 /// container's init PID and the shim's ends of its stdio.
 fn create(dir: &Path, config: &ShimConfig) -> Result<(i32, ContainerIo), String> {
     let pid_file = dir.join(INIT_PID_FILE);
@@ -162,7 +163,19 @@ fn create(dir: &Path, config: &ShimConfig) -> Result<(i32, ContainerIo), String>
         .args(&config.runtime_args)
         .arg("--log")
         .arg(dir.join("runtime.log"))
-        .args(["--log-format", "json", "create", "--bundle"])
+        .args(["--log-format", "json"]);
+    match &config.restore {
+        None => command.arg("create"),
+        // Detached: the restored init is reparented to this shim (a child
+        // subreaper), as a created one is.
+        Some(from) => command
+            .args(["restore", "--detach", "--image-path"])
+            .arg(&from.image_path)
+            .arg("--work-path")
+            .arg(&from.work_path),
+    };
+    command
+        .arg("--bundle")
         .arg(&config.bundle)
         .arg("--pid-file")
         .arg(&pid_file);

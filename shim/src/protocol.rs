@@ -51,6 +51,17 @@ pub struct ShimConfig {
     pub control_socket: PathBuf,
     /// Where the runtime hands over a terminal (`tty` only).
     pub console_socket: PathBuf,
+    /// Restore from a checkpoint (`<runtime> restore --detach`) instead of
+    /// `<runtime> create`: the container is running when the shim is ready.
+    #[serde(default)]
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A checkpoint's criu images and a directory for criu's work files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    pub image_path: PathBuf,
+    pub work_path: PathBuf,
 }
 
 /// Longest Unix socket path (sun_path holds 108 bytes with the NUL).

@@ -8,6 +8,7 @@ use super::{
     ContainerError, ContainerRecord, ContainerState, Containers, CreateRequest, cdi, log_path,
     record, shim, spec, user,
 };
+use crate::checkpoint::{CheckpointError, restore};
 use crate::cri;
 use crate::events::{Event, EventKind};
 use crate::handlers::HandlerInfo;
@@ -16,7 +17,7 @@ use crate::image::ImageError;
 use crate::metrics::daemon::{self as metrics, Phase};
 use crate::sandbox::SandboxRecord;
 use crate::store::Table;
-use crius_shim::protocol::ShimConfig;
+use crius_shim::protocol::{RestoreFrom, ShimConfig};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -89,18 +90,46 @@ impl Containers {
                 "config.image.image is empty".into(),
             ));
         }
+        let id = crate::ids::new_id();
+        let dir = self.root.join(&id);
+        // A checkpoint archive as the image: unpacked into the dir, which
+        // goes again on any failure before `build`.
+        let checkpoint = match restore::archive(&image_name) {
+            Some(archive) => Some(self.unpack_checkpoint(&archive, &dir, sandbox)?),
+            None => None,
+        };
+        let undo_unpack = || {
+            if checkpoint.is_some() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        };
         // Held until the rootfs's own lease holds the snapshots: a removal
         // of the image meanwhile takes its record, not its content.
-        let held = self.images.hold_image(&image_name)?.ok_or_else(|| {
-            ContainerError::NotFound(format!(
-                "image {image_name:?} (config.image.image) is not present; pull it first"
-            ))
-        })?;
+        let (held, config) = match &checkpoint {
+            None => {
+                let held = self.images.hold_image(&image_name)?.ok_or_else(|| {
+                    ContainerError::NotFound(format!(
+                        "image {image_name:?} (config.image.image) is not present; pull it first"
+                    ))
+                })?;
+                (held, config)
+            }
+            Some(checkpoint) => match self.checkpoint_image(checkpoint, &image_name) {
+                Ok((held, image)) => {
+                    let config = restore::config_for(&config, &image, checkpoint);
+                    (held, config)
+                }
+                Err(e) => {
+                    undo_unpack();
+                    return Err(e);
+                }
+            },
+        };
         let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
-        let id = crate::ids::new_id();
         {
             let mut names = self.names.lock().expect("container names");
             if let Some(existing) = names.get(&name) {
+                undo_unpack();
                 return Err(ContainerError::Exists {
                     name,
                     id: existing.clone(),
@@ -108,7 +137,6 @@ impl Containers {
             }
             names.insert(name.clone(), id.clone());
         }
-        let dir = self.root.join(&id);
         let runtime = OciRuntime {
             binary: request.handler.path.clone().unwrap_or_default(),
             root: self.runtime_state.join(&request.handler.name),
@@ -129,6 +157,7 @@ impl Containers {
             &runtime,
             request.handler,
             &cdi,
+            checkpoint.as_ref(),
         );
         drop(held);
         match &result {
@@ -162,6 +191,7 @@ impl Containers {
         runtime: &OciRuntime,
         handler: &HandlerInfo,
         cdi: &cdi::Injection,
+        checkpoint: Option<&restore::Checkpoint>,
     ) -> Result<ContainerRecord, Box<BuildError>> {
         let mut adjusted = None;
         self.build_adjusted(
@@ -174,6 +204,7 @@ impl Containers {
             runtime,
             handler,
             cdi,
+            checkpoint,
             &mut adjusted,
         )
         .map_err(|error| Box::new(BuildError { error, adjusted }))
@@ -193,6 +224,7 @@ impl Containers {
         runtime: &OciRuntime,
         handler: &HandlerInfo,
         cdi: &cdi::Injection,
+        checkpoint: Option<&restore::Checkpoint>,
         adjusted: &mut Option<crate::nri::api::Container>,
     ) -> Result<ContainerRecord, ContainerError> {
         let io = |what: &str, e: std::io::Error| ContainerError::Runtime {
@@ -216,6 +248,14 @@ impl Containers {
             userns.map(|u| (u, sandbox.namespaces.root_ids())),
         )?;
         metrics::pod_phase(Phase::Rootfs, started.elapsed());
+        if let Some(checkpoint) = checkpoint {
+            let upper = self.images.writable_layer(id).ok_or_else(|| {
+                ContainerError::Precondition(
+                    "the rootfs has no writable layer to restore into".into(),
+                )
+            })?;
+            restore::apply_rootfs(checkpoint, &upper).map_err(checkpoint_error)?;
+        }
         let mut volume_sources = match userns {
             Some(userns) => self.idmapped_volumes(id, dir, config, sandbox, userns)?,
             None => Default::default(),
@@ -275,36 +315,13 @@ impl Containers {
         }
         std::fs::create_dir_all(&runtime.root).map_err(|e| io("runtime root", e))?;
         std::fs::create_dir_all(&self.socket_dir).map_err(|e| io("socket dir", e))?;
-        let (control_socket, console_socket) = shim::sockets(&self.socket_dir, id);
+        let (control_socket, _) = shim::sockets(&self.socket_dir, id);
         if control_socket.as_os_str().len() > crius_shim::protocol::MAX_SOCKET_PATH {
             return Err(ContainerError::Precondition(format!(
                 "state dir {} is too long for Unix socket paths under it",
                 self.socket_dir.display()
             )));
         }
-        let spawned = Instant::now();
-        let started = shim::spawn(
-            dir,
-            &ShimConfig {
-                id: id.to_string(),
-                bundle: dir.to_path_buf(),
-                runtime: runtime.binary.clone(),
-                runtime_root: runtime.root.clone(),
-                runtime_args: runtime.args.clone(),
-                log_path: log_path.clone(),
-                tty: config.tty,
-                stdin: config.stdin,
-                stdin_once: config.stdin_once,
-                oom_file: Some(self.cgroups.oom_file(&cgroup)),
-                control_socket,
-                console_socket,
-            },
-        )
-        .map_err(|reason| ContainerError::Runtime {
-            id: id.to_string(),
-            reason,
-        })?;
-        metrics::pod_phase(Phase::RuncCreate, spawned.elapsed());
         let stop_signal = record::signal_from_cri(config.stop_signal)
             .or_else(|| record::parse_signal(&image.run_config().stop_signal))
             .unwrap_or(libc::SIGTERM);
@@ -331,8 +348,8 @@ impl Containers {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
-            init_pid: started.init_pid,
-            shim_pid: started.shim_pid,
+            init_pid: 0,
+            shim_pid: 0,
             log_path,
             dir: dir.to_path_buf(),
             user,
@@ -340,7 +357,23 @@ impl Containers {
             stop_signal,
             shares_pid_namespace,
             cgroup,
+            restore_from: checkpoint.map(|c| c.dir.clone()),
         };
+        // A restored container's shim starts at StartContainer, with the
+        // runtime's restore.
+        let mut record = record;
+        if checkpoint.is_none() {
+            let spawned = Instant::now();
+            let started = shim::spawn(dir, &self.shim_config(&record, None)).map_err(|reason| {
+                ContainerError::Runtime {
+                    id: id.to_string(),
+                    reason,
+                }
+            })?;
+            metrics::pod_phase(Phase::RuncCreate, spawned.elapsed());
+            record.init_pid = started.init_pid;
+            record.shim_pid = started.shim_pid;
+        }
         self.store.put(Table::Containers, id, &record)?;
         self.records
             .write()
@@ -392,6 +425,68 @@ impl Containers {
         crate::nri::apply::apply(&mut value, &adjustment)
             .and_then(|()| crate::nri::apply::check(&value))
             .map_err(|e| ContainerError::Invalid(format!("NRI adjustment: {e}")))
+    }
+
+    /// The shim's instructions for `record`'s container: create it, or
+    /// restore it from a checkpoint.
+    pub(super) fn shim_config(
+        &self,
+        record: &ContainerRecord,
+        restore: Option<RestoreFrom>,
+    ) -> ShimConfig {
+        let (control_socket, console_socket) = shim::sockets(&self.socket_dir, &record.id);
+        ShimConfig {
+            id: record.id.clone(),
+            bundle: record.dir.clone(),
+            runtime: record.runtime.clone(),
+            runtime_root: record.runtime_root.clone(),
+            runtime_args: record.runtime_args.clone(),
+            log_path: record.log_path.clone(),
+            tty: record.config.tty,
+            stdin: record.config.stdin,
+            stdin_once: record.config.stdin_once,
+            oom_file: Some(self.cgroups.oom_file(&record.cgroup)),
+            control_socket,
+            console_socket,
+            restore,
+        }
+    }
+
+    /// The checkpoint archive `archive`, unpacked into the new container's
+    /// `dir` (removed again if it is not a checkpoint).
+    fn unpack_checkpoint(
+        &self,
+        archive: &Path,
+        dir: &Path,
+        sandbox: &SandboxRecord,
+    ) -> Result<restore::Checkpoint, ContainerError> {
+        if sandbox.namespaces.user.is_some() {
+            return Err(ContainerError::Unsupported(format!(
+                "config.image.image {}: restoring a checkpoint into a pod with a user namespace is not supported",
+                archive.display()
+            )));
+        }
+        restore::unpack(archive, &dir.join(restore::UNPACKED)).map_err(|e| {
+            let _ = std::fs::remove_dir_all(dir);
+            checkpoint_error(e)
+        })
+    }
+
+    /// The image a checkpoint was taken from, held: it must be present.
+    fn checkpoint_image(
+        &self,
+        checkpoint: &restore::Checkpoint,
+        archive: &str,
+    ) -> Result<(crate::image::HeldImage, String), ContainerError> {
+        for image in &checkpoint.images {
+            if let Some(held) = self.images.hold_image(image)? {
+                return Ok((held, image.clone()));
+            }
+        }
+        Err(ContainerError::NotFound(format!(
+            "image {:?}, which the checkpoint in config.image.image {archive} was taken from, is not present; pull it first",
+            checkpoint.images[0]
+        )))
     }
 
     /// Idmapped copies of the volumes that ask for the pod's id mappings,
@@ -530,5 +625,15 @@ impl Containers {
                 Ok((spec::PidNamespace::Join(path), true))
             }
         }
+    }
+}
+
+/// A checkpoint's errors as CreateContainer's and StartContainer's.
+pub(super) fn checkpoint_error(e: CheckpointError) -> ContainerError {
+    match e {
+        CheckpointError::Invalid(m) => ContainerError::Invalid(m),
+        CheckpointError::Precondition(m) => ContainerError::Precondition(m),
+        CheckpointError::Timeout(m) => ContainerError::Timeout(m),
+        CheckpointError::Failed(m) => ContainerError::Precondition(m),
     }
 }

@@ -246,6 +246,9 @@ impl Containers {
                 )));
             }
         }
+        if let Some(from) = &record.restore_from {
+            return self.start_restore(&record, from);
+        }
         let runtime = runtime_of(&record);
         let started = Instant::now();
         runtime
@@ -273,6 +276,32 @@ impl Containers {
         self.observe(&record.id).map(|_| ())
     }
 
+    /// StartContainer of a container made from a checkpoint: its shim
+    /// runs `<runtime> restore`, after which it runs. A failed restore
+    /// leaves it created, to be removed (or started again).
+    fn start_restore(&self, record: &ContainerRecord, from: &Path) -> Result<(), ContainerError> {
+        let restore = crius_shim::protocol::RestoreFrom {
+            image_path: from.join(crate::checkpoint::CHECKPOINT_DIR),
+            work_path: from.to_path_buf(),
+        };
+        let started = shim::spawn(&record.dir, &self.shim_config(record, Some(restore))).map_err(
+            |reason| ContainerError::Runtime {
+                id: record.id.clone(),
+                reason: format!("restoring from its checkpoint: {reason}"),
+            },
+        )?;
+        self.update(&record.id, |r| {
+            r.init_pid = started.init_pid;
+            r.shim_pid = started.shim_pid;
+            r.restore_from = None;
+            r.state = ContainerState::Running;
+            r.started_at = crate::time::now_nanos();
+        })?;
+        // The memory images are restored; criu's logs stay for a look.
+        let _ = std::fs::remove_dir_all(from.join(crate::checkpoint::CHECKPOINT_DIR));
+        self.observe(&record.id).map(|_| ())
+    }
+
     /// StopContainer: the stop signal, then SIGKILL after `timeout` seconds
     /// (at once for 0). Stopping a stopped or unknown container succeeds.
     pub fn stop(&self, id: &str, timeout: i64) -> Result<(), ContainerError> {
@@ -285,6 +314,20 @@ impl Containers {
         let _held = lock.lock().expect("container lock");
         let record = self.observe(&record.id)?;
         if !record.is_live() {
+            return Ok(());
+        }
+        if record.restore_pending() {
+            // Nothing runs: it ends without having started.
+            self.update(&record.id, |r| {
+                r.set_exited(&ExitRecord {
+                    exit_code: 0,
+                    signal: None,
+                    finished_at: crate::time::now_nanos(),
+                    oom_killed: false,
+                });
+                r.message = "stopped before its restore from a checkpoint ran".into();
+                r.restore_from = None;
+            })?;
             return Ok(());
         }
         let runtime = runtime_of(&record);
@@ -331,7 +374,7 @@ impl Containers {
         let _held = lock.lock().expect("container lock");
         let record = self.observe(&record.id)?;
         let runtime = runtime_of(&record);
-        if record.is_live() {
+        if record.is_live() && !record.restore_pending() {
             let _ = runtime.kill(&record.id, libc::SIGKILL, true);
             self.wait_exit(&record.id, KILL_WAIT)?;
         }
@@ -394,7 +437,7 @@ impl Containers {
     /// The container, its state brought up to date with its shim's files.
     pub fn observe(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
         let record = self.get(id)?;
-        if !record.is_live() {
+        if !record.is_live() || record.restore_pending() {
             return Ok(record);
         }
         let exit = read_exit(&record.dir).or_else(|| lost_exit(&record));
@@ -522,6 +565,49 @@ impl Containers {
         );
         self.update(&record.id, |r| r.resources = Some(resources))?;
         Ok(())
+    }
+
+    /// CheckpointContainer: a criu dump of the running container, left
+    /// running, as an archive at `location` (see `crate::checkpoint`).
+    /// Held under the container's lock, so it is not stopped or removed
+    /// midway; `deadline` bounds the dump.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        location: &str,
+        deadline: Instant,
+    ) -> Result<(), ContainerError> {
+        use crate::checkpoint::{self, CheckpointError};
+        let location = checkpoint::check_location(location).map_err(|e| match e {
+            CheckpointError::Invalid(m) => ContainerError::Invalid(m),
+            other => ContainerError::Invalid(other.to_string()),
+        })?;
+        let record = self.get(id)?;
+        let lock = self.lock_of(&record.id);
+        let _held = lock.lock().expect("container lock");
+        let record = self.observe(&record.id)?;
+        if record.state != ContainerState::Running {
+            return Err(ContainerError::Precondition(format!(
+                "container {} is not running; only running containers can be checkpointed",
+                record.id
+            )));
+        }
+        checkpoint::checkpoint(checkpoint::Dump {
+            record: &record,
+            runtime: runtime_of(&record),
+            writable_layer: self.images.writable_layer(&record.id),
+            location: &location,
+            deadline,
+        })
+        .map_err(|e| match e {
+            CheckpointError::Invalid(m) => ContainerError::Invalid(m),
+            CheckpointError::Precondition(m) => ContainerError::Precondition(m),
+            CheckpointError::Timeout(m) => ContainerError::Timeout(m),
+            CheckpointError::Failed(reason) => ContainerError::Runtime {
+                id: record.id.clone(),
+                reason,
+            },
+        })
     }
 
     /// ReopenContainerLog: the shim reopens the log file.

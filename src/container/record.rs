@@ -55,6 +55,10 @@ pub struct ContainerRecord {
     /// its other processes.
     pub shares_pid_namespace: bool,
     pub cgroup: ContainerCgroup,
+    /// A container made from a checkpoint and not started yet: the
+    /// unpacked checkpoint, which StartContainer restores from.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
 }
 
 impl ContainerRecord {
@@ -68,6 +72,12 @@ impl ContainerRecord {
             ContainerState::Running => cri::ContainerState::ContainerRunning,
             ContainerState::Exited => cri::ContainerState::ContainerExited,
         }
+    }
+
+    /// Made from a checkpoint and waiting for StartContainer's restore: no
+    /// shim and no process yet.
+    pub fn restore_pending(&self) -> bool {
+        self.state == ContainerState::Created && self.restore_from.is_some()
     }
 
     pub fn is_live(&self) -> bool {

@@ -4,7 +4,7 @@
 use super::{CriService, rpc, to_status};
 use crate::container::{self, ContainerError, ContainerRecord};
 use crate::cri;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::{Response, Status};
 
 pub async fn create(
@@ -155,6 +155,33 @@ pub async fn update_resources(
             })?;
             rt.update_container_resources(&id, linux)
                 .map(|()| cri::UpdateContainerResourcesResponse {})
+        }),
+    )
+    .await
+}
+
+pub async fn checkpoint(
+    service: &CriService,
+    request: cri::CheckpointContainerRequest,
+) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+    let id = request.container_id;
+    // The dump stops itself by the request's timeout or the call's
+    // deadline, whichever comes first, so nothing runs on unanswered.
+    let timeout = match request.timeout {
+        t if t > 0 => Duration::from_secs(t as u64),
+        _ => crate::checkpoint::DEFAULT_TIMEOUT,
+    };
+    let mut deadline = Instant::now() + timeout;
+    if let Some(call) = super::transport::deadline() {
+        deadline = deadline.min(call);
+    }
+    rpc(
+        "CheckpointContainer",
+        &id.clone(),
+        service.blocking(move |rt| {
+            rt.containers
+                .checkpoint(&id, &request.location, deadline)
+                .map(|()| cri::CheckpointContainerResponse {})
         }),
     )
     .await

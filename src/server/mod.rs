@@ -169,16 +169,6 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The answer of every RPC that crius does not implement yet.
-pub(crate) async fn unimplemented<T>(method: &'static str) -> Result<Response<T>, Status> {
-    rpc(method, "", async move {
-        Err(Status::unimplemented(format!(
-            "{method} is not implemented by crius yet"
-        )))
-    })
-    .await
-}
-
 /// The one place where domain errors become gRPC statuses.
 pub fn to_status<E: Classify>(error: E) -> Status {
     let code = match error.kind() {

@@ -2,9 +2,7 @@
 //! modules. Calls crius does not implement yet answer `Unimplemented` naming
 //! the RPC, never a fake success.
 
-use super::{
-    BoxStream, CriService, containers, events, pod_metrics, rpc, stats, to_status, unimplemented,
-};
+use super::{BoxStream, CriService, containers, events, pod_metrics, rpc, stats, to_status};
 use crate::cri::{self, runtime_service_server::RuntimeService};
 use crate::runtime::PodError;
 use tonic::{Request, Response, Status};
@@ -364,9 +362,9 @@ impl RuntimeService for CriService {
 
     async fn checkpoint_container(
         &self,
-        _: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
-        unimplemented("CheckpointContainer").await
+        containers::checkpoint(self, request.into_inner()).await
     }
 
     async fn get_container_events(

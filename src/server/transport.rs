@@ -79,6 +79,11 @@ pub(super) fn call_received() -> Option<Instant> {
     CALL.try_with(|call| call.received).ok()
 }
 
+/// When the call this task serves must have answered, if its client said.
+pub(super) fn deadline() -> Option<Instant> {
+    CALL.try_with(|call| call.deadline).ok().flatten()
+}
+
 /// Whether the deadline of the call this task serves has passed (`false`
 /// without one): a call dropped unanswered was cut short by it, not by
 /// its client going away.

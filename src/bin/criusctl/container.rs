@@ -6,6 +6,7 @@ use crate::output::{Format, print_structured, print_table};
 use anyhow::{Context, bail};
 use crius::cri;
 use serde_json::{Value, json};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -49,6 +50,20 @@ pub struct StopArgs {
     ids: Vec<String>,
     /// Seconds to wait after the stop signal before killing
     #[arg(short = 't', long, default_value_t = 0)]
+    timeout: i64,
+}
+
+#[derive(clap::Args)]
+pub struct CheckpointArgs {
+    /// Container ids (or unique prefixes)
+    #[arg(required = true)]
+    ids: Vec<String>,
+    /// The archive to write (a relative path is taken from here); with
+    /// several containers, each gets `<export>.<id>`
+    #[arg(short = 'E', long)]
+    export: PathBuf,
+    /// Seconds the checkpoint may take (0: the runtime's default)
+    #[arg(long, default_value_t = 0)]
     timeout: i64,
 }
 
@@ -275,6 +290,39 @@ pub async fn stop(settings: &Settings, args: StopArgs) -> anyhow::Result<()> {
             })
             .await
             .with_context(|| format!("stopping container {id}"))?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+/// As `crictl checkpoint --export`: a checkpoint archive of each running
+/// container, which keeps running.
+pub async fn checkpoint(settings: &Settings, args: CheckpointArgs) -> anyhow::Result<()> {
+    let seconds = if args.timeout > 0 {
+        args.timeout as u64
+    } else {
+        300
+    };
+    let mut client = settings
+        .runtime_with(Some(Duration::from_secs(seconds + 15)))
+        .await?;
+    let export = std::path::absolute(&args.export)
+        .with_context(|| format!("export path {}", args.export.display()))?;
+    let several = args.ids.len() > 1;
+    for id in args.ids {
+        let location = if several {
+            PathBuf::from(format!("{}.{id}", export.display()))
+        } else {
+            export.clone()
+        };
+        client
+            .checkpoint_container(cri::CheckpointContainerRequest {
+                container_id: id.clone(),
+                location: location.display().to_string(),
+                timeout: args.timeout,
+            })
+            .await
+            .with_context(|| format!("checkpointing container {id}"))?;
         println!("{id}");
     }
     Ok(())

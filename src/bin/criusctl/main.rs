@@ -86,6 +86,8 @@ enum Command {
     Events(node::EventsArgs),
     /// Update one or more running containers' resources
     Update(container::UpdateArgs),
+    /// Checkpoint running containers into archives (they keep running)
+    Checkpoint(container::CheckpointArgs),
     /// Print a shell completion script (bash, zsh or fish)
     Completion(CompletionArgs),
     /// Print criusd's own Prometheus metrics
@@ -181,6 +183,7 @@ fn main() -> ExitCode {
             Command::Statsp(args) => stats::statsp(&settings, args).await,
             Command::Events(args) => node::events(&settings, args).await,
             Command::Update(args) => container::update(&settings, args).await,
+            Command::Checkpoint(args) => container::checkpoint(&settings, args).await,
             Command::Completion(args) => {
                 completion(&args);
                 Ok(())

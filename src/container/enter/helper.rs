@@ -22,7 +22,8 @@
 //! up no thread, and whoever awaits this decides how long to wait.
 
 use crius_enter::protocol::{Instructions, Report, Step};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use crius_enter::scm;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::OnceLock;
@@ -85,7 +86,9 @@ pub async fn run(instructions: &Instructions, fds: &[BorrowedFd<'_>]) -> Result<
     let message = instructions.encode();
     let sent = loop {
         socket.writable().await.map_err(helper_gone)?;
-        match socket.try_io(Interest::WRITABLE, || send_with_fds(&socket, &message, fds)) {
+        match socket.try_io(Interest::WRITABLE, || {
+            scm::send(socket.as_fd(), &message, fds)
+        }) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             other => break other.map_err(helper_gone)?,
         }
@@ -123,45 +126,6 @@ pub async fn run(instructions: &Instructions, fds: &[BorrowedFd<'_>]) -> Result<
     Ok(Started { child, terminal })
 }
 
-/// One sendmsg of the start of `bytes` with `fds` attached; how much went.
-fn send_with_fds(
-    socket: &tokio::net::UnixStream,
-    bytes: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> std::io::Result<usize> {
-    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
-    let payload = std::mem::size_of_val(raw.as_slice()) as u32;
-    // SAFETY: CMSG_SPACE is arithmetic.
-    let mut control = vec![0u64; unsafe { libc::CMSG_SPACE(payload) } as usize / 8 + 1];
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    // SAFETY: msghdr is plain data; the buffers outlive the call, and the
-    // header and data written lie within `control`.
-    let sent = unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = libc::CMSG_SPACE(payload) as _;
-        let header = libc::CMSG_FIRSTHDR(&message);
-        (*header).cmsg_level = libc::SOL_SOCKET;
-        (*header).cmsg_type = libc::SCM_RIGHTS;
-        (*header).cmsg_len = libc::CMSG_LEN(payload) as _;
-        std::ptr::copy_nonoverlapping(
-            raw.as_ptr(),
-            libc::CMSG_DATA(header).cast::<RawFd>(),
-            raw.len(),
-        );
-        libc::sendmsg(socket.as_raw_fd(), &message, libc::MSG_NOSIGNAL)
-    };
-    if sent < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(sent as usize)
-}
-
 /// Everything the helper writes until the socket closes, and the
 /// descriptors that came with it.
 async fn read_reports(socket: &tokio::net::UnixStream) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
@@ -174,7 +138,7 @@ async fn read_reports(socket: &tokio::net::UnixStream) -> Result<(Vec<u8>, Vec<O
             .await
             .map_err(|e| format!("the exec helper's report: {e}"))?;
         let read = socket.try_io(Interest::READABLE, || {
-            receive_with_fds(socket, &mut buffer, &mut fds)
+            scm::receive(socket.as_fd(), &mut buffer, &mut fds)
         });
         match read {
             Ok(0) => return Ok((bytes, fds)),
@@ -186,43 +150,5 @@ async fn read_reports(socket: &tokio::net::UnixStream) -> Result<(Vec<u8>, Vec<O
             }
             Err(e) => return Err(format!("the exec helper's report: {e}")),
         }
-    }
-}
-
-fn receive_with_fds(
-    socket: &tokio::net::UnixStream,
-    buffer: &mut [u8],
-    fds: &mut Vec<OwnedFd>,
-) -> std::io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: buffer.as_mut_ptr().cast(),
-        iov_len: buffer.len(),
-    };
-    let mut control = [0u64; 8];
-    // SAFETY: msghdr is plain data; the buffers outlive the call; the
-    // control data read lies within `control`, as the kernel wrote it.
-    unsafe {
-        let mut message: libc::msghdr = std::mem::zeroed();
-        message.msg_iov = &mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(socket.as_raw_fd(), &mut message, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut header = libc::CMSG_FIRSTHDR(&message);
-        while !header.is_null() {
-            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(header).cast::<RawFd>();
-                let count = ((*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            header = libc::CMSG_NXTHDR(&message, header);
-        }
-        Ok(n as usize)
     }
 }
