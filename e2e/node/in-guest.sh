@@ -82,7 +82,9 @@ else
     step crictl env CRIUS_BIN="$bin" crictl-tests/run.sh
 fi
 if [ -n "${CRITEST:-}" ]; then
-    step critest env CONFORMANCE_BIN="$bin" CONFORMANCE_OUT="$logs/conformance" \
+    # Its registry takes a free port of its own: the test images' one is
+    # still served.
+    step critest env -u CRIUS_E2E_REGISTRY CONFORMANCE_BIN="$bin" CONFORMANCE_OUT="$logs/conformance" \
         CONFORMANCE_REGISTRY_STORAGE="$work/conformance-registry/storage" CRITEST="$CRITEST" \
         e2e/conformance/run.sh
     grep '^critest:' "$logs/critest.log" | tail -1 | sed 's/^/     /'
