@@ -23,9 +23,10 @@ async fn subscribe(daemon: &common::Daemon) -> Streaming<cri::ContainerEventResp
 }
 
 async fn next(events: &mut Streaming<cri::ContainerEventResponse>) -> cri::ContainerEventResponse {
-    tokio::time::timeout(Duration::from_secs(15), events.message())
+    let wait = common::patience(Duration::from_secs(15));
+    tokio::time::timeout(wait, events.message())
         .await
-        .expect("an event within 15s")
+        .unwrap_or_else(|_| panic!("no event within {wait:?}"))
         .unwrap()
         .expect("the stream goes on")
 }

@@ -32,7 +32,7 @@ esac
 packages=(systemd systemd-sysv udev dbus libpam-systemd initramfs-tools "$kernel_pkg"
     apparmor openssh-server runc crun containernetworking-plugins criu
     iptables iproute2 procps util-linux kmod ca-certificates curl jq e2fsprogs
-    sudo socat strace less netbase busybox-static docker-registry python3)
+    sudo socat strace less netbase busybox-static docker-registry python3 umoci)
 
 log() { echo "[node $guest $(date +%T)] $*"; }
 

@@ -156,12 +156,14 @@ impl Images {
             std::fs::create_dir_all(&merged)?;
             std::fs::create_dir_all(dir.join("empty"))?;
             lease.write(&dir)?;
+            // overlayfs without an upper dir wants two lower layers: an
+            // empty one at the bottom changes nothing. It is idmapped like
+            // the others, so every layer is seen through the pod's mapping
+            // (Linux 6.1 answered EINVAL to the mix).
+            lower.push(dir.join("empty"));
             if let Some((userns, _)) = userns {
                 lower = rootfs::idmapped_lowers(&dir, &lower, userns)?;
             }
-            // overlayfs without an upper dir wants two lower layers: an
-            // empty one at the bottom changes nothing.
-            lower.push(dir.join("empty"));
             Overlay {
                 lower: &lower,
                 writable: None,
