@@ -222,9 +222,10 @@ fn runtime_failure(output: &Output, work: &Path) -> String {
     let criu = std::fs::read_to_string(work.join(DUMP_LOG))
         .ok()
         .and_then(|log| {
+            // The first error is the cause; the last says "Dumping FAILED".
             log.lines()
-                .rev()
-                .find(|l| l.contains("Error"))
+                .find(|l| l.contains("Error") && !l.contains("Dumping FAILED"))
+                .or_else(|| log.lines().rev().find(|l| l.contains("Error")))
                 .map(str::to_string)
         });
     match criu {
