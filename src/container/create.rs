@@ -358,6 +358,7 @@ impl Containers {
             shares_pid_namespace,
             cgroup,
             restore_from: checkpoint.map(|c| c.dir.clone()),
+            restored: false,
         };
         // A restored container's shim starts at StartContainer, with the
         // runtime's restore.

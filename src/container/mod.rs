@@ -206,7 +206,11 @@ impl Containers {
     /// configuration says so, nor when the helper could not be opened
     /// read-only at start.
     pub fn enters_itself(&self, record: &ContainerRecord) -> bool {
+        // criu puts a restored container's processes back in the cgroups
+        // it dumped them from, not always the bundle's: the runtime, which
+        // knows no such check, starts its execs.
         !self.exec_in_runtime
+            && !record.restored
             && enter::runtime_allows(&record.runtime)
             && enter::helper::available()
     }
@@ -294,6 +298,7 @@ impl Containers {
             r.init_pid = started.init_pid;
             r.shim_pid = started.shim_pid;
             r.restore_from = None;
+            r.restored = true;
             r.state = ContainerState::Running;
             r.started_at = crate::time::now_nanos();
         })?;

@@ -59,6 +59,9 @@ pub struct ContainerRecord {
     /// unpacked checkpoint, which StartContainer restores from.
     #[serde(default)]
     pub restore_from: Option<PathBuf>,
+    /// Its processes came from a checkpoint (criu's restore).
+    #[serde(default)]
+    pub restored: bool,
 }
 
 impl ContainerRecord {
