@@ -57,6 +57,7 @@ bench:
 	e2e/bench/pull.sh
 	e2e/bench/streaming.sh
 	e2e/bench/metrics.sh
+	e2e/bench/nri.sh
 
 # Kubernetes' CRI conformance suite (critest from cri-tools v1.36.0, built
 # outside the repository) against a private criusd: CRITEST=/path/to/critest,

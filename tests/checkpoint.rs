@@ -2,11 +2,12 @@
 //! appends an increasing number to a file and to stdout every 100 ms is
 //! checkpointed and keeps counting. Where criu works (the VM lane's Debian
 //! 12 guest) the archive is read back entry by entry, and the counter is
-//! restored into another pod, where it continues from where it was, with
-//! the file it wrote. Where criu does not work (this machine's kernel
-//! defeats Debian's criu) the call is FailedPrecondition naming criu and
-//! leaves nothing behind; a restore's create side is checked with an
-//! archive made here.
+//! restored into another pod, from the archive and from an image made of
+//! it, where it continues from where it was, with the file it wrote. Where
+//! criu does not work (this machine's kernel defeats Debian's criu) the
+//! call is FailedPrecondition naming criu and leaves nothing behind; a
+//! restore's create side is checked with an archive made here, as a path
+//! and as a checkpoint image.
 
 mod common;
 
@@ -194,7 +195,12 @@ async fn a_running_counter_is_checkpointed_and_counts_on() {
         );
         // It counts on, past where it was.
         count_reaches(&pod, &id, at_checkpoint + 5).await;
-        restore_continues(&pod, &archive, at_checkpoint).await;
+        let image = archive.display().to_string();
+        restore_continues(&pod, &image, "restored", at_checkpoint).await;
+        // And from an image made of the archive, as buildah makes them.
+        let image = checkpoint_image("counter", std::fs::read(&archive).unwrap()).await;
+        pod.daemon.pull(&image, None).await.unwrap();
+        restore_continues(&pod, &image, "restored-image", at_checkpoint).await;
     }
     let status = pod.status(&id).await.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
@@ -203,19 +209,29 @@ async fn a_running_counter_is_checkpointed_and_counts_on() {
     pod.remove_pod().await;
 }
 
-/// Restores the counter's checkpoint into another pod: a new container id,
-/// its first output after the restore and its file carry on from the
-/// checkpoint, not from 1.
-async fn restore_continues(pod: &Pod, archive: &Path, at_checkpoint: u64) {
+/// `archive` pushed as a checkpoint image (one layer, CRI-O's annotation).
+async fn checkpoint_image(name: &str, archive: Vec<u8>) -> String {
+    common::push::one_layer_image(
+        &format!("crius-test/checkpoint-{name}"),
+        "latest",
+        archive,
+        json!({"io.kubernetes.cri-o.annotations.checkpoint.name": name}),
+    )
+    .await
+}
+
+/// Restores the counter's checkpoint (`image`: an archive or a checkpoint
+/// image) into another pod: a new container id, its first output after the
+/// restore and its file carry on from the checkpoint, not from 1.
+async fn restore_continues(pod: &Pod, image: &str, name: &str, at_checkpoint: u64) {
     let other = pod
-        .sibling(json!({"metadata": {"name": "restored-pod", "uid": "restored-uid"}}))
+        .sibling(json!({"metadata": {"name": format!("{name}-pod"), "uid": format!("{name}-uid")}}))
         .await
         .unwrap();
-    let image = archive.display().to_string();
     let restored = pod
         .create_in(
             &other,
-            "restored",
+            name,
             json!({"image": {"image": image}, "command": ["sh", "-c", COUNTER]}),
         )
         .await
@@ -237,7 +253,7 @@ async fn restore_continues(pod: &Pod, archive: &Path, at_checkpoint: u64) {
     // Its own log begins where the memory left off.
     let until = Instant::now() + patience(Duration::from_secs(20));
     let first_logged = loop {
-        if let Some((_, _, text)) = pod.log("restored").first() {
+        if let Some((_, _, text)) = pod.log(name).first() {
             break text.trim().parse::<u64>().unwrap();
         }
         assert!(Instant::now() < until, "the restored counter logs nothing");
@@ -248,6 +264,7 @@ async fn restore_continues(pod: &Pod, archive: &Path, at_checkpoint: u64) {
         "restored counter began at {first_logged}, checkpointed at {at_checkpoint}"
     );
     pod.remove(&restored).await.unwrap();
+    common::net::remove_sandbox(&pod.daemon, &other.id).await;
 }
 
 /// A checkpoint archive as checkpointctl would read it, made here: the
@@ -335,16 +352,48 @@ async fn a_checkpoint_archive_as_the_image_makes_a_container_to_restore() {
         )
         .await
         .unwrap();
-    let status = pod.status(&id).await.unwrap();
-    assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
-    assert_eq!(status.image.unwrap().image, busybox);
-    // The diff is on its writable layer, the deletion a whiteout.
-    let upper = pod
+    restorable(&pod, &id, &busybox).await;
+
+    // The same archive as a checkpoint image: pulled as any image, known
+    // by its annotation, which ImageStatus shows.
+    let image = checkpoint_image("handmade", std::fs::read(&archive).unwrap()).await;
+    pod.daemon.pull(&image, None).await.unwrap();
+    let status = pod
         .daemon
-        .dir
-        .join("root/rootfs")
-        .join(&id)
-        .join("rw/upper");
+        .images()
+        .await
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let spec = status.image.unwrap().spec.unwrap();
+    assert_eq!(
+        spec.annotations["io.kubernetes.cri-o.annotations.checkpoint.name"],
+        "handmade"
+    );
+    let id = pod
+        .create("restored-image", json!({"image": {"image": image}}))
+        .await
+        .unwrap();
+    restorable(&pod, &id, &busybox).await;
+    pod.remove_pod().await;
+}
+
+/// A container made from the handmade checkpoint: created, on its image,
+/// with the diff on its writable layer; its start fails (no memory images),
+/// leaving it created, and it is removed whole.
+async fn restorable(pod: &Pod, id: &str, image: &str) {
+    let status = pod.status(id).await.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
+    assert_eq!(status.image.unwrap().image, image);
+    // The diff is on its writable layer, the deletion a whiteout.
+    let upper = pod.daemon.dir.join("root/rootfs").join(id).join("rw/upper");
     assert_eq!(std::fs::read(upper.join("data/kept")).unwrap(), b"41\n");
     let gone = std::fs::symlink_metadata(upper.join("etc/motd-gone")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_char_device(
@@ -352,13 +401,12 @@ async fn a_checkpoint_archive_as_the_image_makes_a_container_to_restore() {
     ));
     // No memory images (and here maybe no working criu): the restore
     // fails, the container stays created and is removed whole.
-    let e = pod.start(&id).await.unwrap_err();
+    let e = pod.start(id).await.unwrap_err();
     assert!(e.message().contains("restor"), "{e:?}");
-    let status = pod.status(&id).await.unwrap();
+    let status = pod.status(id).await.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
-    pod.stop(&id, 0).await.unwrap();
-    pod.remove(&id).await.unwrap();
-    assert!(!pod.daemon.dir.join("state/containers").join(&id).exists());
+    pod.stop(id, 0).await.unwrap();
+    pod.remove(id).await.unwrap();
+    assert!(!pod.daemon.dir.join("state/containers").join(id).exists());
     assert!(!upper.exists());
-    pod.remove_pod().await;
 }

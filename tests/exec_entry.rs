@@ -271,3 +271,51 @@ fn comm(pid: u32) -> String {
         .trim()
         .to_string()
 }
+
+/// The keyrings named `name` in /proc/keys (what root may view), each
+/// with its usage count: a session keyring's count rises with every
+/// process that holds it.
+fn keyrings_named(name: &str) -> Vec<u32> {
+    std::fs::read_to_string("/proc/keys")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let description = fields.get(8)?.trim_end_matches(':');
+            (fields.get(7) == Some(&"keyring") && description == name)
+                .then(|| fields.get(2)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// An exec'd process holds its container's session keyring (`_ses.<id>`,
+/// made by runc's init) as `runc exec`'s does: no new keyring, and never
+/// criusd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, runc and the harness registry (make test)"]
+async fn entered_processes_hold_the_containers_session_keyring() {
+    if !std::path::Path::new("/proc/keys").exists() {
+        eprintln!("SKIPPED: a kernel without /proc/keys");
+        return;
+    }
+    let through_runc = "[runtime]\nexec_in_runtime = true\n";
+    for daemon in [Daemon::start(), Daemon::start_with_config(through_runc)] {
+        let pod = Pod::new_on(daemon, json!({})).await;
+        let id = pod.run("keys", json!({"command": ["sleep", "600"]})).await;
+        let name = format!("_ses.{id}");
+        let before = keyrings_named(&name);
+        assert_eq!(before.len(), 1, "runc's init made {name}: {before:?}");
+        let (exec, during) = tokio::join!(pod.exec(&id, &["sleep", "2"]), async {
+            tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+            keyrings_named(&name)
+        });
+        assert_eq!(exec.0, 0, "{}", exec.2);
+        assert_eq!(during.len(), 1, "joined, not made anew: {during:?}");
+        assert!(
+            during[0] > before[0],
+            "the exec'd process holds {name}: {before:?} then {during:?}"
+        );
+        pod.remove_pod().await;
+    }
+}

@@ -12,7 +12,7 @@ mod common;
 mod nri_plugin;
 
 use common::pods::Pod;
-use common::{CleanupGuard, Daemon};
+use common::{CleanupGuard, Daemon, patience};
 use crius::cri;
 use crius::nri::api;
 use nri_plugin::{Script, TestPlugin};
@@ -144,6 +144,38 @@ async fn events_reach_a_plugin_in_lifecycle_order() {
     ]
     .to_vec();
     assert_eq!(plugin.events(), expected);
+}
+
+/// A container that exits on its own is reported stopped when it exits,
+/// as containerd does, and its StopContainer and RemoveContainer calls do
+/// not report it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_container_that_exits_on_its_own_is_reported_stopped_once() {
+    let fixture = Fixture::new("");
+    let daemon = fixture.daemon();
+    let plugin = TestPlugin::connect(&socket(&daemon), Script::new("10", "exits")).await;
+    let pod = Pod::new_on(daemon, json!({})).await;
+    let id = pod
+        .run("brief", json!({"command": ["sh", "-c", "exit 3"]}))
+        .await;
+    plugin
+        .wait_for("StopContainer brief", Duration::from_secs(10))
+        .await;
+    let status = pod.status(&id).await.unwrap();
+    assert_eq!(status.exit_code, 3);
+    pod.stop(&id, 0).await.unwrap();
+    pod.remove(&id).await.unwrap();
+    plugin
+        .wait_for("RemoveContainer brief", Duration::from_secs(10))
+        .await;
+    let stops = plugin
+        .events()
+        .iter()
+        .filter(|e| *e == "StopContainer brief")
+        .count();
+    assert_eq!(stops, 1, "{:?}", plugin.events());
+    pod.remove_pod().await;
 }
 
 /// The adjustment the test plugin makes: one of each kind crius applies.

@@ -45,13 +45,13 @@ fn container_config(image: &str) -> cri::ContainerConfig {
     .expect("static config")
 }
 
-async fn client(endpoint: &str) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+pub(crate) async fn client(endpoint: &str) -> anyhow::Result<RuntimeServiceClient<Channel>> {
     let channel = crius::client::connect(endpoint, Duration::from_secs(10), None).await?;
     Ok(crius::client::runtime_client(channel))
 }
 
 /// RunPodSandbox + CreateContainer + StartContainer; returns the pod id.
-async fn start_pod(
+pub(crate) async fn start_pod(
     rt: &mut RuntimeServiceClient<Channel>,
     name: &str,
     image: &str,

@@ -4,11 +4,15 @@
 
 mod bench;
 mod bench_metrics;
+mod bench_nri;
 mod bench_streams;
 mod big;
 mod catalog;
 mod image;
 mod layer;
+// The tests' NRI plugin, shared rather than copied.
+#[path = "../../tests/common/nri_plugin.rs"]
+mod nri_plugin;
 mod registry;
 
 use anyhow::{Context, bail};
@@ -92,6 +96,21 @@ enum Command {
         #[arg(long)]
         log_dir: PathBuf,
     },
+    /// What one NRI plugin that subscribes to every event costs a pod
+    /// start, against a criusd with NRI on
+    BenchNri {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        image: String,
+        /// The daemon's NRI socket
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        #[arg(long)]
+        log_dir: PathBuf,
+    },
     /// ListPodSandboxMetrics time and the daemon's CPU per call with many
     /// running pods (each on its own network)
     BenchMetrics {
@@ -142,6 +161,11 @@ enum Command {
         #[arg(long)]
         dest: PathBuf,
     },
+}
+
+/// Test timeouts scaled for slow machines (the shared NRI plugin uses it).
+pub fn patience(d: std::time::Duration) -> std::time::Duration {
+    d
 }
 
 #[tokio::main]
@@ -241,6 +265,22 @@ async fn main() -> anyhow::Result<()> {
                 daemon_pid,
                 shim,
                 label,
+                log_dir,
+            })
+            .await
+        }
+        Command::BenchNri {
+            endpoint,
+            image,
+            socket,
+            runs,
+            log_dir,
+        } => {
+            bench_nri::run(bench_nri::Options {
+                endpoint,
+                image,
+                socket,
+                runs,
                 log_dir,
             })
             .await

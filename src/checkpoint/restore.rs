@@ -1,6 +1,9 @@
 //! Restore: CreateContainer whose `image` is a checkpoint archive (an
-//! absolute path to one, as CRI-O accepts it) makes a new container in the
-//! given sandbox from it. The archive is unpacked into the container's dir;
+//! absolute path to one, as CRI-O accepts it), or a pulled image made from
+//! one (its layers hold the archive's files and its manifest carries
+//! CRI-O's [`IMAGE_ANNOTATION`], as buildah makes them), makes a new
+//! container in the given sandbox from it. The checkpoint is unpacked into
+//! the container's dir;
 //! the container gets the image it was checkpointed from, with the rootfs
 //! diff and deletions laid onto its new writable layer, and its bundle is
 //! built from the request as any other's. StartContainer then runs
@@ -14,6 +17,15 @@ use std::path::{Path, PathBuf};
 
 /// Where a container's checkpoint is unpacked, inside its dir.
 pub const UNPACKED: &str = "restore";
+
+/// The manifest annotation that marks an image made from a checkpoint
+/// archive (its value is the checkpointed container's name).
+pub const IMAGE_ANNOTATION: &str = "io.kubernetes.cri-o.annotations.checkpoint.name";
+
+/// Whether an image is a checkpoint rather than a rootfs.
+pub fn is_checkpoint_image(image: &crate::image::record::ImageRecord) -> bool {
+    image.annotations.contains_key(IMAGE_ANNOTATION)
+}
 
 /// An unpacked checkpoint.
 #[derive(Debug)]
@@ -47,15 +59,25 @@ pub fn archive(image: &str) -> Option<PathBuf> {
 /// needs. The archive is the caller's: it goes through the image unpacker,
 /// which keeps every entry inside `dir`.
 pub fn unpack(archive: &Path, dir: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bad = |what: String| {
-        CheckpointError::Invalid(format!(
-            "config.image.image {}: not a checkpoint archive: {what}",
-            archive.display()
-        ))
-    };
+    let source = archive.display().to_string();
     std::fs::create_dir_all(dir).map_err(|e| super::failed(dir, e))?;
-    let file = File::open(archive).map_err(|e| bad(e.to_string()))?;
-    crate::image::unpack::unpack(file, dir).map_err(|e| bad(e.to_string()))?;
+    let file = File::open(archive).map_err(|e| not_a_checkpoint(&source, e.to_string()))?;
+    crate::image::unpack::unpack(file, dir)
+        .map_err(|e| not_a_checkpoint(&source, e.to_string()))?;
+    read(dir, &source)
+}
+
+/// A checkpoint that does not read as one, from `source`.
+pub fn not_a_checkpoint(source: &str, what: String) -> CheckpointError {
+    CheckpointError::Invalid(format!(
+        "config.image.image {source}: not a checkpoint: {what}"
+    ))
+}
+
+/// Reads what a restore needs from a checkpoint unpacked into `dir` (from
+/// `source`, an archive or an image).
+pub fn read(dir: &Path, source: &str) -> Result<Checkpoint, CheckpointError> {
+    let bad = |what: String| not_a_checkpoint(source, what);
     let read_json = |name: &str| -> Result<serde_json::Value, CheckpointError> {
         let bytes = std::fs::read(dir.join(name)).map_err(|e| bad(format!("{name}: {e}")))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("{name}: {e}")))

@@ -57,6 +57,13 @@ fn check_config(config: &cri::ContainerConfig) -> Result<(), ContainerError> {
 }
 
 /// A failed build, and the container as NRI plugins saw it if they did.
+/// What CreateContainer's image names: an image to run, or a checkpoint
+/// (unpacked into the container's dir) to restore.
+enum Source {
+    Image(Box<crate::image::HeldImage>),
+    Checkpoint(restore::Checkpoint),
+}
+
 struct BuildError {
     error: ContainerError,
     adjusted: Option<crate::nri::api::Container>,
@@ -92,38 +99,49 @@ impl Containers {
         }
         let id = crate::ids::new_id();
         let dir = self.root.join(&id);
-        // A checkpoint archive as the image: unpacked into the dir, which
-        // goes again on any failure before `build`.
-        let checkpoint = match restore::archive(&image_name) {
-            Some(archive) => Some(self.unpack_checkpoint(&archive, &dir, sandbox)?),
-            None => None,
-        };
-        let undo_unpack = || {
-            if checkpoint.is_some() {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        };
-        // Held until the rootfs's own lease holds the snapshots: a removal
-        // of the image meanwhile takes its record, not its content.
-        let (held, config) = match &checkpoint {
+        // A checkpoint (an archive, or an image made from one) as the
+        // image: unpacked into the dir, which goes again on any failure
+        // before `build`. An image is held until the rootfs's own lease
+        // holds its snapshots: a removal meanwhile takes its record, not
+        // its content.
+        let source = match restore::archive(&image_name) {
+            Some(archive) => Source::Checkpoint(self.unpack_checkpoint(&archive, &dir, sandbox)?),
             None => {
                 let held = self.images.hold_image(&image_name)?.ok_or_else(|| {
                     ContainerError::NotFound(format!(
                         "image {image_name:?} (config.image.image) is not present; pull it first"
                     ))
                 })?;
-                (held, config)
+                if restore::is_checkpoint_image(&held.record) {
+                    Source::Checkpoint(self.unpack_checkpoint_image(
+                        &held,
+                        &image_name,
+                        &dir,
+                        sandbox,
+                    )?)
+                } else {
+                    Source::Image(Box::new(held))
+                }
             }
-            Some(checkpoint) => match self.checkpoint_image(checkpoint, &image_name) {
+        };
+        let (held, config, checkpoint) = match source {
+            Source::Image(held) => (*held, config, None),
+            Source::Checkpoint(checkpoint) => match self.checkpoint_image(&checkpoint, &image_name)
+            {
                 Ok((held, image)) => {
-                    let config = restore::config_for(&config, &image, checkpoint);
-                    (held, config)
+                    let config = restore::config_for(&config, &image, &checkpoint);
+                    (held, config, Some(checkpoint))
                 }
                 Err(e) => {
-                    undo_unpack();
+                    let _ = std::fs::remove_dir_all(&dir);
                     return Err(e);
                 }
             },
+        };
+        let undo_unpack = || {
+            if checkpoint.is_some() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
         };
         let name = format!("{}_{}_{}", meta.name, sandbox.name, meta.attempt);
         {
@@ -461,16 +479,34 @@ impl Containers {
         dir: &Path,
         sandbox: &SandboxRecord,
     ) -> Result<restore::Checkpoint, ContainerError> {
-        if sandbox.namespaces.user.is_some() {
-            return Err(ContainerError::Unsupported(format!(
-                "config.image.image {}: restoring a checkpoint into a pod with a user namespace is not supported",
-                archive.display()
-            )));
-        }
+        let source = archive.display().to_string();
+        refuse_restore_in_userns(&source, sandbox)?;
         restore::unpack(archive, &dir.join(restore::UNPACKED)).map_err(|e| {
             let _ = std::fs::remove_dir_all(dir);
             checkpoint_error(e)
         })
+    }
+
+    /// The checkpoint image `image` (held), its layers unpacked into the
+    /// new container's `dir` as an archive would be (removed again on
+    /// failure).
+    fn unpack_checkpoint_image(
+        &self,
+        image: &crate::image::HeldImage,
+        name: &str,
+        dir: &Path,
+        sandbox: &SandboxRecord,
+    ) -> Result<restore::Checkpoint, ContainerError> {
+        refuse_restore_in_userns(name, sandbox)?;
+        let unpacked = dir.join(restore::UNPACKED);
+        self.images
+            .unpack_layers(&image.record, &unpacked)
+            .map_err(|e| restore::not_a_checkpoint(name, e))
+            .and_then(|()| restore::read(&unpacked, name))
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(dir);
+                checkpoint_error(e)
+            })
     }
 
     /// The image a checkpoint was taken from, held: it must be present.
@@ -630,6 +666,17 @@ impl Containers {
 }
 
 /// A checkpoint's errors as CreateContainer's and StartContainer's.
+/// criu restores into the pod's namespaces as they are; a user namespace
+/// would need the checkpoint's ids mapped (not done).
+fn refuse_restore_in_userns(source: &str, sandbox: &SandboxRecord) -> Result<(), ContainerError> {
+    if sandbox.namespaces.user.is_some() {
+        return Err(ContainerError::Unsupported(format!(
+            "config.image.image {source}: restoring a checkpoint into a pod with a user namespace is not supported"
+        )));
+    }
+    Ok(())
+}
+
 pub(super) fn checkpoint_error(e: CheckpointError) -> ContainerError {
     match e {
         CheckpointError::Invalid(m) => ContainerError::Invalid(m),

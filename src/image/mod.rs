@@ -224,6 +224,22 @@ impl Images {
             }))
     }
 
+    /// Unpacks the image's layers, bottom first, into the directory `dest`
+    /// as one tree: for an image that carries files to read (a checkpoint),
+    /// not a rootfs. Blocking; the caller holds the image.
+    pub fn unpack_layers(&self, record: &ImageRecord, dest: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        for layer in &record.layers {
+            let at = |e: String| format!("layer {}: {e}", layer.digest);
+            let compression = manifest::layer_compression(&layer.media_type).map_err(at)?;
+            let file = std::fs::File::open(self.content.path(&layer.digest))
+                .map_err(|e| at(e.to_string()))?;
+            let reader = unpack::decompress(file, compression).map_err(|e| at(e.to_string()))?;
+            unpack::unpack(reader, dest).map_err(|e| at(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     pub fn snapshots(&self) -> &Snapshots {
         &self.snapshots
     }

@@ -283,6 +283,7 @@ impl Images {
             size,
             pulled_at: crate::time::now_nanos(),
             pinned: false,
+            annotations: manifest.annotations.clone(),
         };
         // Manifests and config join the store, then the record: fsyncs, so
         // off the async workers.

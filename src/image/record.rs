@@ -3,6 +3,7 @@
 use super::manifest::{ImageConfig, RunConfig};
 use crate::cri;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerRecord {
@@ -30,6 +31,9 @@ pub struct ImageRecord {
     pub pulled_at: i64,
     #[serde(default)]
     pub pinned: bool,
+    /// The manifest's annotations (a checkpoint image is known by one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageRecord {
@@ -66,6 +70,7 @@ impl ImageRecord {
             username,
             spec: Some(cri::ImageSpec {
                 image: self.id.clone(),
+                annotations: self.annotations.clone().into_iter().collect(),
                 ..Default::default()
             }),
             pinned: self.pinned,

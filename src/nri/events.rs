@@ -258,8 +258,14 @@ impl Nri {
     }
 
     /// After the container stopped; plugins may update other containers.
+    /// StopContainer, once per container: the call that stops it and
+    /// the exit it causes both report it.
     pub fn stop_container(&self, pod: Option<&SandboxRecord>, container: &ContainerRecord) {
         if !self.active() {
+            return;
+        }
+        let first = (self.stopped.lock().expect("nri stopped")).insert(container.id.clone());
+        if !first {
             return;
         }
         let pod = pod.map(convert::pod).unwrap_or_default();
@@ -272,6 +278,10 @@ impl Nri {
     }
 
     pub fn remove_container(&self, pod: Option<&SandboxRecord>, container: &ContainerRecord) {
+        self.stopped
+            .lock()
+            .expect("nri stopped")
+            .remove(&container.id);
         Self::logged(
             "RemoveContainer",
             &container.id,

@@ -89,6 +89,9 @@ pub struct Nri {
     socket: Mutex<SocketState>,
     /// Holds the socket for this criusd's life (`<socket>.lock`).
     socket_lock: Mutex<Option<crate::daemon::SocketLock>>,
+    /// Containers plugins were told stopped (by StopContainer or by their
+    /// own exit, whichever came first), until they are removed: once each.
+    stopped: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Nri {
@@ -108,6 +111,7 @@ impl Nri {
             domain: OnceLock::new(),
             socket: Mutex::new(SocketState::Off),
             socket_lock: Mutex::new(None),
+            stopped: Mutex::new(Default::default()),
         })
     }
 

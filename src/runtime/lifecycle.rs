@@ -237,6 +237,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// NRI's StopContainer for containers that stopped on their own, as
+    /// containerd sends it from its exit handler (once per container:
+    /// StopContainer may have told plugins already).
+    pub fn tell_plugins_of_exits(&self, ids: &[String]) {
+        if !self.nri.active() {
+            return;
+        }
+        for id in ids {
+            if let Ok(record) = self.containers.get(id) {
+                self.nri
+                    .stop_container(self.pod_of(&record).as_ref(), &record);
+            }
+        }
+    }
+
     /// RemoveContainer; plugins hear of it once it is gone.
     pub fn remove_container(&self, id: &str) -> Result<(), PodError> {
         let before = self.containers.get(id).ok();

@@ -180,14 +180,17 @@ impl Runtime {
                     let Some(runtime) = runtime.upgrade() else {
                         return;
                     };
+                    let mut noted = Vec::new();
                     for id in exited {
                         // Observing the exit records it: the Stopped event.
                         match runtime.containers.note_exit(&id) {
-                            Ok(true) => {}
+                            Ok(true) => noted.push(id),
                             Ok(false) => busy.push(id),
                             Err(e) => tracing::debug!(id, error = %e, "exited container is gone"),
                         }
                     }
+                    // After the records: plugins may take their timeout.
+                    runtime.tell_plugins_of_exits(&noted);
                 }
             });
         if let Err(e) = spawned {

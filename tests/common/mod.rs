@@ -433,6 +433,7 @@ pub fn criusctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 pub mod fake_registry;
+pub mod push;
 pub mod raw_grpc;
 pub mod registry_process;
 pub mod ws;

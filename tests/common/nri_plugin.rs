@@ -283,7 +283,7 @@ impl TestPlugin {
     /// Connects and registers without waiting.
     pub async fn connect_only(socket: &Path, script: Script) -> TestPlugin {
         // criusd binds the NRI socket just before it serves the CRI.
-        let deadline = Instant::now() + crate::common::patience(Duration::from_secs(10));
+        let deadline = Instant::now() + super::patience(Duration::from_secs(10));
         let stream = loop {
             match tokio::net::UnixStream::connect(socket).await {
                 Ok(stream) => break stream,
@@ -336,7 +336,7 @@ impl TestPlugin {
 
     /// Waits until an event starting with `prefix` is logged.
     pub async fn wait_for(&self, prefix: &str, timeout: Duration) {
-        let deadline = Instant::now() + crate::common::patience(timeout);
+        let deadline = Instant::now() + super::patience(timeout);
         while !self.events().iter().any(|e| e.starts_with(prefix)) {
             assert!(
                 Instant::now() < deadline,
