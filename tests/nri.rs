@@ -134,6 +134,7 @@ async fn events_reach_a_plugin_in_lifecycle_order() {
         "Synchronize 0 0".into(),
         format!("RunPodSandbox {pod_name}"),
         "CreateContainer ctr".into(),
+        "ValidateContainerAdjustment ctr".into(),
         "PostCreateContainer ctr".into(),
         "StartContainer ctr".into(),
         "PostStartContainer ctr".into(),
@@ -297,6 +298,102 @@ async fn adjustments_reach_the_oci_spec_and_the_container() {
         out,
         "NRI_ENV=set-by-plugin\nfrom-nri\n1234 4321\n1:3\n123\n"
     );
+}
+
+/// A validator sees the container as it came, every adjustment with its
+/// owner, and the plugins consulted; its refusal fails the create with
+/// FailedPrecondition naming it and its reason, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_validator_sees_owners_and_its_refusal_fails_the_create() {
+    let fixture = Fixture::new("");
+    let daemon = fixture.daemon();
+    let mut adjuster = Script::new("10", "adjuster");
+    adjuster.events = event_mask(&[api::Event::CREATE_CONTAINER]);
+    adjuster.adjust = Some(Arc::new(|_: &api::CreateContainerRequest| {
+        let mut r = api::CreateContainerResponse::new();
+        let a = r.adjust.mut_or_insert_default();
+        a.annotations
+            .insert("nri.test/adjusted".into(), "yes".into());
+        let mut hook = api::Hook::new();
+        hook.path = "/bin/true".into();
+        a.hooks.mut_or_insert_default().prestart.push(hook);
+        a.linux
+            .mut_or_insert_default()
+            .resources
+            .mut_or_insert_default()
+            .pids
+            .mut_or_insert_default()
+            .limit = 99;
+        r
+    }));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut validator = Script::new("90", "validator");
+    validator.events = event_mask(&[api::Event::VALIDATE_CONTAINER_ADJUSTMENT]);
+    validator.validate = Some(Arc::new({
+        let seen = seen.clone();
+        move |req: &api::ValidateContainerAdjustmentRequest| {
+            seen.lock().unwrap().push(req.clone());
+            let mut r = api::ValidateContainerAdjustmentResponse::new();
+            if req.container.name == "denied" {
+                r.reject = true;
+                r.reason = "pids limits are not for denied containers".into();
+            }
+            r
+        }
+    }));
+    let _adjuster = TestPlugin::connect(&socket(&daemon), adjuster).await;
+    let _validator = TestPlugin::connect(&socket(&daemon), validator).await;
+    let pod = Pod::new_on(daemon, json!({})).await;
+
+    let id = pod.create("allowed", sleeper()).await.unwrap();
+    let req = seen.lock().unwrap().pop().expect("a validation request");
+    assert_eq!(req.container.id, id);
+    assert!(
+        !req.container.annotations.contains_key("nri.test/adjusted"),
+        "the container as it came"
+    );
+    assert_eq!(req.adjust.annotations["nri.test/adjusted"], "yes");
+    let owners = &req.owners.owners[&id];
+    let annotations = &owners.compound[&(api::Field::Annotations as i32)];
+    assert_eq!(annotations.owners["nri.test/adjusted"], "10-adjuster");
+    assert_eq!(owners.simple[&(api::Field::OciHooks as i32)], "10-adjuster");
+    assert_eq!(
+        owners.simple[&(api::Field::PidsLimit as i32)],
+        "10-adjuster"
+    );
+    let consulted: Vec<String> = req
+        .plugins
+        .iter()
+        .map(|p| format!("{}-{}", p.index, p.name))
+        .collect();
+    assert_eq!(consulted, ["10-adjuster", "90-validator"]);
+
+    let err = pod.create("denied", sleeper()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("90-validator")
+            && err
+                .message()
+                .contains("pids limits are not for denied containers"),
+        "{}",
+        err.message()
+    );
+    let listed = pod
+        .daemon
+        .runtime()
+        .await
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1, "only the allowed one: {listed:?}");
+    pod.remove_pod().await;
+}
+
+fn event_mask(events: &[api::Event]) -> i32 {
+    events.iter().map(|e| 1 << (*e as i32 - 1)).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

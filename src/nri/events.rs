@@ -128,6 +128,9 @@ impl Nri {
         let pod = convert::pod(pod);
         let merged = self.block_on(async {
             let plugins = self.plugins().await;
+            let validating = plugins.iter().any(|p| p.validates());
+            // Validators see the container as it came, before adjustments.
+            let pristine = validating.then(|| container.clone());
             let mut merge = CreateMerge::new(container);
             for p in plugins.iter() {
                 let mut req = api::CreateContainerRequest::new();
@@ -140,7 +143,33 @@ impl Nri {
                     merge.apply(answer, &p.name())?;
                 }
             }
-            Ok::<_, NriError>(merge.finish())
+            let owners = validating.then(|| merge.owners());
+            let (adjust, updates) = merge.finish();
+            if let (Some(container), Some(owners)) = (pristine, owners) {
+                let mut req = api::ValidateContainerAdjustmentRequest::new();
+                req.pod = protobuf::MessageField::some(pod.clone());
+                req.container = protobuf::MessageField::some(container);
+                req.adjust = protobuf::MessageField::some(adjust.clone());
+                req.update = updates.clone();
+                req.owners = protobuf::MessageField::some(owners);
+                req.plugins = plugins
+                    .iter()
+                    .map(|p| {
+                        let mut instance = api::PluginInstance::new();
+                        instance.name = p.base.clone();
+                        instance.index = p.idx.clone();
+                        instance
+                    })
+                    .collect();
+                // Validators are asked all at once; any refusal fails it.
+                let answers =
+                    futures_util::future::join_all(plugins.iter().map(|p| p.validate(&req))).await;
+                let refusals: Vec<_> = answers.into_iter().filter_map(Result::err).collect();
+                if !refusals.is_empty() {
+                    return Err(NriError::Rejected(refusals));
+                }
+            }
+            Ok::<_, NriError>((adjust, updates))
         });
         let Some(merged) = merged else {
             return Ok(None);

@@ -57,13 +57,16 @@ pub enum NriError {
     /// NRI does not allow.
     #[error("NRI: {0}")]
     Merge(#[from] result::MergeError),
+    /// Validator plugins refused the plugins' adjustments.
+    #[error("NRI: the container's adjustment was not validated: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<PluginError>),
 }
 
 impl Classify for NriError {
     fn kind(&self) -> ErrorKind {
         match self {
             NriError::Plugin(_) => ErrorKind::Internal,
-            NriError::Merge(_) => ErrorKind::FailedPrecondition,
+            NriError::Merge(_) | NriError::Rejected(_) => ErrorKind::FailedPrecondition,
         }
     }
 }

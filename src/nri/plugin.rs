@@ -439,6 +439,41 @@ impl Plugin {
         .map_err(|r| self.refused(r))
     }
 
+    /// Whether it validates other plugins' adjustments.
+    pub fn validates(&self) -> bool {
+        self.subscribed(api::Event::VALIDATE_CONTAINER_ADJUSTMENT)
+    }
+
+    /// ValidateContainerAdjustment. Validation fails closed: a rejection,
+    /// an error, a timeout or a broken connection all refuse the
+    /// adjustment. A plugin already gone (dropped earlier in this call) is
+    /// no longer a validator.
+    pub async fn validate(
+        &self,
+        req: &api::ValidateContainerAdjustmentRequest,
+    ) -> Result<(), PluginError> {
+        if !self.validates() || self.is_closed() {
+            return Ok(());
+        }
+        let req = req.clone();
+        let answer = self
+            .request("ValidateContainerAdjustment", |c, ctx| {
+                Box::pin(async move { c.validate_container_adjustment(ctx, &req).await })
+            })
+            .await
+            .map_err(|r| self.refused(r))?;
+        match answer {
+            Some(answer) if !answer.reject => Ok(()),
+            Some(answer) => Err(self.failed(format!(
+                "rejected the container's adjustment: {}",
+                answer.reason
+            ))),
+            None => Err(self.failed(
+                "did not answer ValidateContainerAdjustment (validation fails closed)".into(),
+            )),
+        }
+    }
+
     pub async fn update_container(
         &self,
         req: &api::UpdateContainerRequest,

@@ -30,6 +30,84 @@ pub enum MergeError {
     UpdateOfCreated { plugin: String, container: String },
 }
 
+/// What a plugin claims: one of NRI's fields and, for fields of many
+/// entries (annotations, mounts, environment, ...), the entry's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Claim {
+    field: api::Field,
+    key: Option<String>,
+}
+
+impl Claim {
+    fn of(field: api::Field) -> Claim {
+        Claim { field, key: None }
+    }
+
+    fn entry(field: api::Field, key: impl Into<String>) -> Claim {
+        Claim {
+            field,
+            key: Some(key.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = field_label(self.field);
+        match &self.key {
+            Some(key) => write!(f, "{label} {key:?}"),
+            None => f.write_str(label),
+        }
+    }
+}
+
+fn field_label(field: api::Field) -> &'static str {
+    use api::Field as F;
+    match field {
+        F::None => "nothing",
+        F::Annotations => "annotation",
+        F::Mounts => "mount",
+        F::OciHooks => "OCI hooks",
+        F::Devices => "device",
+        F::CdiDevices => "CDI device",
+        F::Env => "environment variable",
+        F::Args => "args",
+        F::MemLimit => "memory limit",
+        F::MemReservation => "memory reservation",
+        F::MemSwapLimit => "memory swap limit",
+        F::MemKernelLimit => "kernel memory limit",
+        F::MemTCPLimit => "kernel TCP memory limit",
+        F::MemSwappiness => "memory swappiness",
+        F::MemDisableOomKiller => "OOM killer",
+        F::MemUseHierarchy => "memory hierarchy",
+        F::CPUShares => "CPU shares",
+        F::CPUQuota => "CPU quota",
+        F::CPUPeriod => "CPU period",
+        F::CPURealtimeRuntime => "CPU realtime runtime",
+        F::CPURealtimePeriod => "CPU realtime period",
+        F::CPUSetCPUs => "cpuset CPUs",
+        F::CPUSetMems => "cpuset memory nodes",
+        F::PidsLimit => "pids limit",
+        F::HugepageLimits => "hugepage limit",
+        F::BlockioClass => "block I/O class",
+        F::RdtClass => "RDT class",
+        F::CgroupsUnified => "unified cgroup",
+        F::CgroupsPath => "cgroups path",
+        F::OomScoreAdj => "OOM score adjustment",
+        F::Rlimits => "rlimit",
+        F::IoPriority => "I/O priority",
+        F::SeccompPolicy => "seccomp policy",
+        F::Namespace => "namespace",
+        F::Sysctl => "sysctl",
+        F::LinuxNetDevices => "net device",
+        F::LinuxSched => "scheduler",
+        F::RdtClosID => "RDT",
+        F::RdtSchemata => "RDT schemata",
+        F::RdtEnableMonitoring => "RDT monitoring",
+        F::MemoryPolicy => "memory policy",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Owner {
     Set(String),
@@ -39,10 +117,10 @@ enum Owner {
 
 /// Who set what, per container.
 #[derive(Default)]
-pub struct Owners(HashMap<(String, String), Owner>);
+pub struct Owners(HashMap<(String, Claim), Owner>);
 
 impl Owners {
-    fn claim(&mut self, container: &str, what: String, plugin: &str) -> Result<(), Conflict> {
+    fn claim(&mut self, container: &str, what: Claim, plugin: &str) -> Result<(), Conflict> {
         let key = (container.to_string(), what);
         match self.0.get(&key) {
             Some(Owner::Cleared(p)) if p == plugin => {}
@@ -50,7 +128,7 @@ impl Owners {
                 return Err(Conflict {
                     plugin: plugin.to_string(),
                     other: other.clone(),
-                    what: key.1,
+                    what: key.1.to_string(),
                     container: key.0,
                 });
             }
@@ -60,11 +138,50 @@ impl Owners {
         Ok(())
     }
 
-    fn clear(&mut self, container: &str, what: String, plugin: &str) {
+    fn clear(&mut self, container: &str, what: Claim, plugin: &str) {
         self.0.insert(
             (container.to_string(), what),
             Owner::Cleared(plugin.to_string()),
         );
+    }
+
+    /// Things that only accumulate (OCI hooks): every plugin that added
+    /// to them, in order, never a conflict.
+    fn accumulate(&mut self, container: &str, what: Claim, plugin: &str) {
+        let owner = self
+            .0
+            .entry((container.to_string(), what))
+            .or_insert_with(|| Owner::Set(String::new()));
+        if let Owner::Set(plugins) = owner {
+            if !plugins.is_empty() {
+                plugins.push(',');
+            }
+            plugins.push_str(plugin);
+        }
+    }
+
+    /// In NRI's form, for validators: a field's owner by container, an
+    /// entry's by its key; "-plugin" where that plugin removed it.
+    pub fn to_api(&self) -> api::OwningPlugins {
+        let mut out = api::OwningPlugins::new();
+        for ((container, claim), owner) in &self.0 {
+            let name = match owner {
+                Owner::Set(p) => p.clone(),
+                Owner::Cleared(p) => format!("-{p}"),
+            };
+            let fields = out.owners.entry(container.clone()).or_default();
+            let field = claim.field as i32;
+            match &claim.key {
+                None => {
+                    fields.simple.insert(field, name);
+                }
+                Some(key) => {
+                    let entries = fields.compound.entry(field).or_default();
+                    entries.owners.insert(key.clone(), name);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -110,6 +227,11 @@ impl CreateMerge {
         Ok(())
     }
 
+    /// Who set what so far, in NRI's form (for validators).
+    pub fn owners(&self) -> api::OwningPlugins {
+        self.updates.owners.to_api()
+    }
+
     /// The adjustment and the updates of other containers.
     pub fn finish(self) -> (api::ContainerAdjustment, Vec<api::ContainerUpdate>) {
         (self.adjust, self.updates.finish())
@@ -125,12 +247,16 @@ impl CreateMerge {
         annotations.sort_by_key(|(k, _)| removal(k).is_none());
         for (k, v) in annotations {
             if let Some(key) = removal(&k) {
-                owners.clear(&id, format!("annotation {key:?}"), plugin);
+                owners.clear(&id, Claim::entry(api::Field::Annotations, key), plugin);
                 ctr.annotations.remove(key);
                 out.annotations.remove(key);
                 out.annotations.insert(k.clone(), String::new());
             } else {
-                owners.claim(&id, format!("annotation {k:?}"), plugin)?;
+                owners.claim(
+                    &id,
+                    Claim::entry(api::Field::Annotations, k.as_str()),
+                    plugin,
+                )?;
                 out.annotations.remove(&format!("-{k}"));
                 ctr.annotations.insert(k.clone(), v.clone());
                 out.annotations.insert(k, v);
@@ -141,7 +267,7 @@ impl CreateMerge {
         keyed_list(
             a.mounts,
             |m| m.destination.clone(),
-            "mount",
+            api::Field::Mounts,
             &id,
             plugin,
             owners,
@@ -161,7 +287,7 @@ impl CreateMerge {
         keyed_list(
             a.env,
             |e| e.key.clone(),
-            "environment variable",
+            api::Field::Env,
             &id,
             plugin,
             owners,
@@ -177,16 +303,17 @@ impl CreateMerge {
         if !a.args.is_empty() {
             let mut args = a.args;
             if args[0].is_empty() {
-                owners.clear(&id, "args".into(), plugin);
+                owners.clear(&id, Claim::of(api::Field::Args), plugin);
                 args.remove(0);
             }
-            owners.claim(&id, "args".into(), plugin)?;
+            owners.claim(&id, Claim::of(api::Field::Args), plugin)?;
             ctr.args = args.clone();
             out.args = args;
         }
 
         // Hooks accumulate.
         if let Some(h) = a.hooks.into_option() {
+            owners.accumulate(&id, Claim::of(api::Field::OciHooks), plugin);
             let ch = ctr.hooks.mut_or_insert_default();
             let oh = out.hooks.mut_or_insert_default();
             for (c, o, add) in [
@@ -215,12 +342,20 @@ impl CreateMerge {
         }
 
         for l in a.rlimits {
-            owners.claim(&id, format!("rlimit {}", l.type_), plugin)?;
+            owners.claim(
+                &id,
+                Claim::entry(api::Field::Rlimits, l.type_.as_str()),
+                plugin,
+            )?;
             ctr.rlimits.push(l.clone());
             out.rlimits.push(l);
         }
         for d in a.CDI_devices {
-            owners.claim(&id, format!("CDI device {:?}", d.name), plugin)?;
+            owners.claim(
+                &id,
+                Claim::entry(api::Field::CdiDevices, d.name.as_str()),
+                plugin,
+            )?;
             out.CDI_devices.push(d);
         }
 
@@ -243,7 +378,7 @@ impl CreateMerge {
         keyed_list(
             l.devices,
             |d| d.path.clone(),
-            "device",
+            api::Field::Devices,
             &id,
             plugin,
             owners,
@@ -261,31 +396,35 @@ impl CreateMerge {
             )?;
         }
         if !l.cgroups_path.is_empty() {
-            owners.claim(&id, "cgroups path".into(), plugin)?;
+            owners.claim(&id, Claim::of(api::Field::CgroupsPath), plugin)?;
             ctr.cgroups_path = l.cgroups_path.clone();
             out.cgroups_path = l.cgroups_path;
         }
         macro_rules! simple {
             ($field:ident, $what:expr) => {
                 if l.$field.is_some() {
-                    owners.claim(&id, $what.into(), plugin)?;
+                    owners.claim(&id, Claim::of($what), plugin)?;
                     ctr.$field = l.$field.clone();
                     out.$field = l.$field;
                 }
             };
         }
-        simple!(oom_score_adj, "OOM score adjustment");
-        simple!(io_priority, "I/O priority");
-        simple!(seccomp_policy, "seccomp policy");
-        simple!(scheduler, "scheduler");
-        simple!(rdt, "RDT");
+        simple!(oom_score_adj, api::Field::OomScoreAdj);
+        simple!(io_priority, api::Field::IoPriority);
+        simple!(seccomp_policy, api::Field::SeccompPolicy);
+        simple!(scheduler, api::Field::LinuxSched);
+        simple!(rdt, api::Field::RdtClosID);
         if l.memory_policy.is_some() {
-            owners.claim(&id, "memory policy".into(), plugin)?;
+            owners.claim(&id, Claim::of(api::Field::MemoryPolicy), plugin)?;
             out.memory_policy = l.memory_policy;
         }
         for n in l.namespaces {
             let key = removal(&n.type_).unwrap_or(&n.type_).to_string();
-            owners.claim(&id, format!("namespace {key}"), plugin)?;
+            owners.claim(
+                &id,
+                Claim::entry(api::Field::Namespace, key.as_str()),
+                plugin,
+            )?;
             ctr.namespaces.retain(|c| c.type_ != key);
             if removal(&n.type_).is_none() {
                 ctr.namespaces.push(n.clone());
@@ -295,17 +434,17 @@ impl CreateMerge {
         for (k, v) in l.sysctl {
             let key = removal(&k).unwrap_or(&k).to_string();
             if removal(&k).is_some() {
-                owners.clear(&id, format!("sysctl {key}"), plugin);
+                owners.clear(&id, Claim::entry(api::Field::Sysctl, key.as_str()), plugin);
                 ctr.sysctl.remove(&key);
             } else {
-                owners.claim(&id, format!("sysctl {key}"), plugin)?;
+                owners.claim(&id, Claim::entry(api::Field::Sysctl, key.as_str()), plugin)?;
                 ctr.sysctl.insert(key, v.clone());
             }
             out.sysctl.insert(k, v);
         }
         for (k, v) in l.net_devices {
             let key = removal(&k).unwrap_or(&k).to_string();
-            owners.claim(&id, format!("net device {key}"), plugin)?;
+            owners.claim(&id, Claim::entry(api::Field::LinuxNetDevices, key), plugin)?;
             out.net_devices.insert(k, v);
         }
         Ok(())
@@ -326,7 +465,7 @@ fn key_value(k: &str, v: &str) -> api::KeyValue {
 fn keyed_list<T: Clone>(
     adds: Vec<T>,
     key_of: impl Fn(&T) -> String,
-    what: &str,
+    field: api::Field,
     id: &str,
     plugin: &str,
     owners: &mut Owners,
@@ -339,11 +478,11 @@ fn keyed_list<T: Clone>(
             Some(k) => (k.to_string(), true),
             None => (raw.clone(), false),
         };
-        let label = format!("{what} {key:?}");
+        let claim = Claim::entry(field, key.as_str());
         if removing {
-            owners.clear(id, label, plugin);
+            owners.clear(id, claim, plugin);
         } else {
-            owners.claim(id, label, plugin)?;
+            owners.claim(id, claim, plugin)?;
         }
         container.retain(|c| key_of(c) != key);
         adjust.retain(|c| {
@@ -373,7 +512,7 @@ fn merge_resources(
             if let Some(src) = r.$part.as_ref()
                 && src.$field.is_some()
             {
-                owners.claim(id, $what.into(), plugin)?;
+                owners.claim(id, Claim::of($what), plugin)?;
                 target.$part.mut_or_insert_default().$field = src.$field.clone();
                 if let Some(reply) = reply.as_deref_mut() {
                     reply.$part.mut_or_insert_default().$field = src.$field.clone();
@@ -381,31 +520,31 @@ fn merge_resources(
             }
         };
     }
-    field!(memory, limit, "memory limit");
-    field!(memory, reservation, "memory reservation");
-    field!(memory, swap, "memory swap limit");
-    field!(memory, kernel, "kernel memory limit");
-    field!(memory, kernel_tcp, "kernel TCP memory limit");
-    field!(memory, swappiness, "memory swappiness");
-    field!(memory, disable_oom_killer, "OOM killer");
-    field!(memory, use_hierarchy, "memory hierarchy");
-    field!(cpu, shares, "CPU shares");
-    field!(cpu, quota, "CPU quota");
-    field!(cpu, period, "CPU period");
-    field!(cpu, realtime_runtime, "CPU realtime runtime");
-    field!(cpu, realtime_period, "CPU realtime period");
+    field!(memory, limit, api::Field::MemLimit);
+    field!(memory, reservation, api::Field::MemReservation);
+    field!(memory, swap, api::Field::MemSwapLimit);
+    field!(memory, kernel, api::Field::MemKernelLimit);
+    field!(memory, kernel_tcp, api::Field::MemTCPLimit);
+    field!(memory, swappiness, api::Field::MemSwappiness);
+    field!(memory, disable_oom_killer, api::Field::MemDisableOomKiller);
+    field!(memory, use_hierarchy, api::Field::MemUseHierarchy);
+    field!(cpu, shares, api::Field::CPUShares);
+    field!(cpu, quota, api::Field::CPUQuota);
+    field!(cpu, period, api::Field::CPUPeriod);
+    field!(cpu, realtime_runtime, api::Field::CPURealtimeRuntime);
+    field!(cpu, realtime_period, api::Field::CPURealtimePeriod);
     if let Some(cpu) = r.cpu.as_ref() {
         for (value, what) in [
-            (&cpu.cpus, "cpuset CPUs"),
-            (&cpu.mems, "cpuset memory nodes"),
+            (&cpu.cpus, api::Field::CPUSetCPUs),
+            (&cpu.mems, api::Field::CPUSetMems),
         ] {
             if value.is_empty() {
                 continue;
             }
-            owners.claim(id, what.into(), plugin)?;
+            owners.claim(id, Claim::of(what), plugin)?;
             for t in std::iter::once(&mut *target).chain(reply.as_deref_mut()) {
                 let c = t.cpu.mut_or_insert_default();
-                if what == "cpuset CPUs" {
+                if what == api::Field::CPUSetCPUs {
                     c.cpus = value.clone();
                 } else {
                     c.mems = value.clone();
@@ -414,14 +553,22 @@ fn merge_resources(
         }
     }
     for h in r.hugepage_limits {
-        owners.claim(id, format!("hugepage limit {}", h.page_size), plugin)?;
+        owners.claim(
+            id,
+            Claim::entry(api::Field::HugepageLimits, h.page_size.as_str()),
+            plugin,
+        )?;
         for t in std::iter::once(&mut *target).chain(reply.as_deref_mut()) {
             t.hugepage_limits.retain(|o| o.page_size != h.page_size);
             t.hugepage_limits.push(h.clone());
         }
     }
     for (k, v) in r.unified {
-        owners.claim(id, format!("unified cgroup {k}"), plugin)?;
+        owners.claim(
+            id,
+            Claim::entry(api::Field::CgroupsUnified, k.as_str()),
+            plugin,
+        )?;
         for t in std::iter::once(&mut *target).chain(reply.as_deref_mut()) {
             t.unified.insert(k.clone(), v.clone());
         }
@@ -432,13 +579,13 @@ fn merge_resources(
         }
     }
     for (value, what) in [
-        (r.blockio_class, "block I/O class"),
-        (r.rdt_class, "RDT class"),
+        (r.blockio_class, api::Field::BlockioClass),
+        (r.rdt_class, api::Field::RdtClass),
     ] {
         if value.is_some() {
-            owners.claim(id, what.into(), plugin)?;
+            owners.claim(id, Claim::of(what), plugin)?;
             for t in std::iter::once(&mut *target).chain(reply.as_deref_mut()) {
-                if what == "RDT class" {
+                if what == api::Field::RdtClass {
                     t.rdt_class = value.clone();
                 } else {
                     t.blockio_class = value.clone();
@@ -447,7 +594,7 @@ fn merge_resources(
         }
     }
     if r.pids.is_some() {
-        owners.claim(id, "pids limit".into(), plugin)?;
+        owners.claim(id, Claim::of(api::Field::PidsLimit), plugin)?;
         for t in std::iter::once(&mut *target).chain(reply) {
             t.pids = r.pids.clone();
         }

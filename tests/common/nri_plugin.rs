@@ -18,6 +18,9 @@ pub type AdjusterFn =
     dyn Fn(&api::CreateContainerRequest) -> api::CreateContainerResponse + Send + Sync;
 pub type UpdaterFn =
     dyn Fn(&api::UpdateContainerRequest) -> api::UpdateContainerResponse + Send + Sync;
+pub type ValidatorFn = dyn Fn(&api::ValidateContainerAdjustmentRequest) -> api::ValidateContainerAdjustmentResponse
+    + Send
+    + Sync;
 
 /// The pods and containers the runtime sent in Synchronize.
 pub type Synced = Arc<Mutex<Option<(Vec<api::PodSandbox>, Vec<api::Container>)>>>;
@@ -31,6 +34,8 @@ pub struct Script {
     pub events: i32,
     pub adjust: Option<Arc<AdjusterFn>>,
     pub update: Option<Arc<UpdaterFn>>,
+    /// Answers ValidateContainerAdjustment (approves without it).
+    pub validate: Option<Arc<ValidatorFn>>,
     /// Never answers this event ("CreateContainer", ...).
     pub hang_on: Option<String>,
     /// Answers this event with an error.
@@ -109,6 +114,19 @@ impl nri_ttrpc::Plugin for Side {
         ));
         *self.synced.lock().unwrap() = Some((req.pods, req.containers));
         Ok(api::SynchronizeResponse::new())
+    }
+
+    async fn validate_container_adjustment(
+        &self,
+        _: &TtrpcContext,
+        req: api::ValidateContainerAdjustmentRequest,
+    ) -> ttrpc::Result<api::ValidateContainerAdjustmentResponse> {
+        self.record("ValidateContainerAdjustment", &req.container.name)
+            .await?;
+        Ok(match &self.script.validate {
+            Some(validate) => validate(&req),
+            None => api::ValidateContainerAdjustmentResponse::new(),
+        })
     }
 
     async fn shutdown(&self, _: &TtrpcContext, _: api::Empty) -> ttrpc::Result<api::Empty> {
