@@ -108,6 +108,44 @@ impl CgroupInfo {
         }
     }
 
+    /// The cgroup a `linux.cgroupsPath` set by someone else (an NRI
+    /// plugin) names, as runc and crun make it; `None` where crius cannot
+    /// place it (a cgroupfs path relative to the runtime's own cgroup, a
+    /// systemd slice as the container's unit).
+    pub fn from_spec_path(&self, spec_path: &str) -> Option<ContainerCgroup> {
+        let relative = match self.driver {
+            Driver::Cgroupfs => {
+                if !spec_path.starts_with('/') {
+                    return None;
+                }
+                PathBuf::from(spec_path.trim_start_matches('/'))
+            }
+            Driver::Systemd => {
+                let mut parts = spec_path.splitn(3, ':');
+                let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+                if name.is_empty() || name.ends_with(".slice") {
+                    return None;
+                }
+                // runc's parent when none is given.
+                let slice = if slice.is_empty() {
+                    "system.slice"
+                } else {
+                    slice
+                };
+                if !slice.ends_with(".slice") {
+                    return None;
+                }
+                let mut relative = expand_slice(slice);
+                relative.push(format!("{prefix}-{name}.scope"));
+                relative
+            }
+        };
+        Some(ContainerCgroup {
+            spec_path: spec_path.to_string(),
+            relative,
+        })
+    }
+
     /// The pod's own cgroup (kubelet's `cgroup_parent`) below each
     /// hierarchy's root; `None` when kubelet gave none.
     pub fn pod(&self, parent: &str) -> Option<PathBuf> {
@@ -281,6 +319,36 @@ mod tests {
         let d = info.container("", "x");
         assert_eq!(d.spec_path, "crius.slice:crius:x");
         assert_eq!(d.relative, Path::new("crius.slice/crius-x.scope"));
+    }
+
+    #[test]
+    fn cgroups_paths_set_by_others() {
+        let fs = CgroupInfo {
+            hierarchy: Hierarchy::V2,
+            hybrid: false,
+            driver: Driver::Cgroupfs,
+        };
+        assert_eq!(
+            fs.from_spec_path("/nri/moved").unwrap().relative,
+            PathBuf::from("nri/moved")
+        );
+        assert_eq!(fs.from_spec_path("relative/to/runc"), None);
+        let sd = CgroupInfo {
+            driver: Driver::Systemd,
+            ..fs
+        };
+        assert_eq!(
+            sd.from_spec_path("kubepods-burstable.slice:cri-nri:abc")
+                .unwrap()
+                .relative,
+            PathBuf::from("kubepods.slice/kubepods-burstable.slice/cri-nri-abc.scope")
+        );
+        assert_eq!(
+            sd.from_spec_path(":crius:abc").unwrap().relative,
+            PathBuf::from("system.slice/crius-abc.scope")
+        );
+        assert_eq!(sd.from_spec_path("a.slice:p:b.slice"), None);
+        assert_eq!(sd.from_spec_path("/not/systemd"), None);
     }
 
     #[test]

@@ -179,6 +179,76 @@ async fn a_container_that_exits_on_its_own_is_reported_stopped_once() {
     pod.remove_pod().await;
 }
 
+/// A plugin that moves the container's cgroup: the container runs there,
+/// and its stats are read from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_cgroup_a_plugin_chose_is_where_stats_are_read() {
+    let fixture = Fixture::new("");
+    let daemon = fixture.daemon();
+    let mut mover = Script::new("10", "mover");
+    let parent = format!("crius-nri-moved-{}", std::process::id());
+    mover.adjust = Some(Arc::new({
+        let parent = parent.clone();
+        move |req: &api::CreateContainerRequest| {
+            let mut r = api::CreateContainerResponse::new();
+            let path = if std::path::Path::new("/run/systemd/system").exists() {
+                format!("{parent}.slice:nri:{}", req.container.id)
+            } else {
+                format!("/{parent}/moved-{}", req.container.id)
+            };
+            r.adjust
+                .mut_or_insert_default()
+                .linux
+                .mut_or_insert_default()
+                .cgroups_path = path;
+            r
+        }
+    }));
+    let _mover = TestPlugin::connect(&socket(&daemon), mover).await;
+    let pod = Pod::new_on(daemon, json!({})).await;
+    let id = pod
+        .run("moved", json!({"command": ["sh", "-c", "x=$(head -c 4000000 /dev/zero | tr '\\0' a); sleep 600"]}))
+        .await;
+    let pid = pod.init_pid(&id).await;
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup.contains(&parent), "{cgroup}");
+    let mut runtime = pod.daemon.runtime().await;
+    let until = Instant::now() + common::patience(Duration::from_secs(10));
+    let stats = loop {
+        let stats = runtime
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats
+            .unwrap();
+        let memory = stats
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref());
+        if memory.is_some_and(|m| m.value > 0) || Instant::now() > until {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let memory = stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(memory > 0, "stats from the moved cgroup: {memory}");
+    let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    assert!(cpu > 0, "CPU from the moved cgroup: {cpu}");
+    pod.remove_pod().await;
+    // The runtime removed the container's cgroup; its parent is the test's.
+    let roots = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten();
+    for root in roots
+        .map(|e| e.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+    {
+        let _ = std::fs::remove_dir(root.join(&parent));
+    }
+}
+
 /// The adjustment the test plugin makes: one of each kind crius applies.
 fn adjust_everything(host_dir: String) -> Arc<nri_plugin::AdjusterFn> {
     Arc::new(move |_req: &api::CreateContainerRequest| {
@@ -693,6 +763,49 @@ async fn a_reconnecting_plugin_is_resynchronized() {
     again
         .wait_for("StopContainer existing", Duration::from_secs(2))
         .await;
+}
+
+/// A node whose pods and containers do not fit one 4 MiB ttrpc message is
+/// sent in several Synchronize messages (`more` on all but the last), and
+/// the plugin gets all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the e2e registry and images: run `make test`"]
+async fn a_large_state_is_synchronized_in_several_messages() {
+    let fixture = Fixture::new("");
+    let daemon = fixture.daemon();
+    let sock = socket(&daemon);
+    let big = "x".repeat(450_000);
+    let pod = Pod::new_on(daemon, json!({"annotations": {"big": big}})).await;
+    let mut ids = vec![pod.id.clone()];
+    for n in 0..7 {
+        let sibling = pod
+            .sibling(json!({
+                "metadata": {"name": format!("big-{n}"), "uid": format!("big-uid-{n}")},
+                "annotations": {"big": big}
+            }))
+            .await
+            .unwrap();
+        ids.push(sibling.id);
+    }
+    let plugin = TestPlugin::connect(&sock, Script::new("10", "big")).await;
+    let messages: Vec<String> = plugin
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("Synchronize"))
+        .collect();
+    assert!(messages.len() >= 2, "{messages:?}");
+    let (pods, _) = plugin.synced.lock().unwrap().clone().unwrap();
+    let mut synced: Vec<String> = pods.iter().map(|p| p.id.clone()).collect();
+    synced.sort();
+    ids.sort();
+    assert_eq!(synced, ids);
+    assert!(pods.iter().all(|p| p.annotations["big"].len() == 450_000));
+    for id in &ids[..] {
+        if *id != pod.id {
+            common::net::remove_sandbox(&pod.daemon, id).await;
+        }
+    }
+    pod.remove_pod().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,3 +33,5 @@ echo "pod start with one NRI plugin subscribed to every event (median of $runs e
 printf '  %-16s %8s\n' "without plugin" "$(get nri.pod_start_without_plugin_median_ms)" \
     "with plugin" "$(get nri.pod_start_with_plugin_median_ms)"
 printf '  %-16s %8s   (target <= 2)\n' "cost" "$(get nri.plugin_cost_ms)"
+echo "  where it goes (median with minus median without, ms): RunPodSandbox $(get nri.run_pod_sandbox_cost_ms)," \
+    "CreateContainer $(get nri.create_container_cost_ms), StartContainer $(get nri.start_container_cost_ms)"

@@ -25,7 +25,7 @@ pub struct Options {
     pub log_dir: std::path::PathBuf,
 }
 
-fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
+pub(crate) fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": "bench", "uid": format!("{name}-uid"), "attempt": 0},
         "log_directory": log_dir.join(name),
@@ -34,7 +34,7 @@ fn pod_config(name: &str, log_dir: &std::path::Path) -> cri::PodSandboxConfig {
     .expect("static config")
 }
 
-fn container_config(image: &str) -> cri::ContainerConfig {
+pub(crate) fn container_config(image: &str) -> cri::ContainerConfig {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": "sleeper"},
         "image": {"image": image},

@@ -324,6 +324,15 @@ impl Containers {
             cdi_support,
         })?;
         let spec = self.nri_adjust(id, config, sandbox, spec, cdi_support, adjusted)?;
+        // A plugin may move the container's cgroup: its stats, OOM events
+        // and updates follow it there.
+        let cgroup = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
+            Some(path) if path.as_os_str() != cgroup.spec_path.as_str() => self
+                .cgroups
+                .from_spec_path(&path.to_string_lossy())
+                .unwrap_or(cgroup),
+            _ => cgroup,
+        };
         let spec_json = serde_json::to_vec_pretty(&spec).expect("spec encodes");
         std::fs::write(dir.join("config.json"), spec_json).map_err(|e| io("config.json", e))?;
 

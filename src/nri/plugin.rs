@@ -11,7 +11,7 @@
 
 use super::api::{self, nri_ttrpc};
 use super::mux::{self, Trunk};
-use protobuf::{EnumOrUnknown, MessageField};
+use protobuf::{EnumOrUnknown, Message, MessageField};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,24 +266,33 @@ impl Plugin {
 
     /// Sends the pods and containers that exist; the plugin may answer with
     /// updates to them.
+    /// Synchronize: the node's pods and containers, split over several
+    /// messages where one would pass ttrpc's 4 MiB limit (`more` on all
+    /// but the last, which alone may carry the plugin's updates).
     pub async fn synchronize(
         &self,
         pods: Vec<api::PodSandbox>,
         containers: Vec<api::Container>,
     ) -> Result<Vec<api::ContainerUpdate>, PluginError> {
-        let mut req = api::SynchronizeRequest::new();
-        req.pods = pods;
-        req.containers = containers;
-        match self
-            .request("Synchronize", |c, ctx| {
-                Box::pin(async move { c.synchronize(ctx, &req).await })
-            })
-            .await
-            .map_err(|r| self.refused(r))?
-        {
-            Some(r) => Ok(r.update),
-            None => Err(self.failed("Synchronize: no answer in time".into())),
+        for req in sync_messages(pods, containers, SYNC_MESSAGE_BYTES) {
+            let more = req.more;
+            let answer = self
+                .request("Synchronize", |c, ctx| {
+                    Box::pin(async move { c.synchronize(ctx, &req).await })
+                })
+                .await
+                .map_err(|r| self.refused(r))?
+                .ok_or_else(|| self.failed("Synchronize: no answer in time".into()))?;
+            if !more {
+                return Ok(answer.update);
+            }
+            if !answer.more || !answer.update.is_empty() {
+                return Err(self.failed(
+                    "Synchronize: the plugin does not take the node's state split over several messages".into(),
+                ));
+            }
         }
+        Ok(Vec::new())
     }
 
     pub fn subscribed(&self, event: api::Event) -> bool {
@@ -562,6 +571,52 @@ async fn dedicated(
     }
 }
 
+/// What one Synchronize message may carry: under ttrpc's 4 MiB limit with
+/// room for the frame and the request's own fields.
+const SYNC_MESSAGE_BYTES: usize = 3 << 20;
+
+/// The node's state as Synchronize messages of at most `limit` bytes each
+/// (one object larger than that goes alone), pods first; always at least
+/// one message.
+fn sync_messages(
+    pods: Vec<api::PodSandbox>,
+    containers: Vec<api::Container>,
+    limit: usize,
+) -> Vec<api::SynchronizeRequest> {
+    // A repeated field's entry: its bytes, a tag and a length prefix.
+    fn entry_size(bytes: u64) -> usize {
+        bytes as usize + 1 + 5
+    }
+    let mut messages = vec![api::SynchronizeRequest::new()];
+    let mut size = 0;
+    let mut room_for = |bytes: usize, messages: &mut Vec<api::SynchronizeRequest>| {
+        let current = messages.last().expect("a message");
+        let empty = current.pods.is_empty() && current.containers.is_empty();
+        if size + bytes > limit && !empty {
+            messages.push(api::SynchronizeRequest::new());
+            size = 0;
+        }
+        size += bytes;
+    };
+    for pod in pods {
+        room_for(entry_size(pod.compute_size()), &mut messages);
+        messages.last_mut().expect("a message").pods.push(pod);
+    }
+    for container in containers {
+        room_for(entry_size(container.compute_size()), &mut messages);
+        messages
+            .last_mut()
+            .expect("a message")
+            .containers
+            .push(container);
+    }
+    let count = messages.len();
+    for m in &mut messages[..count - 1] {
+        m.more = true;
+    }
+    messages
+}
+
 pub fn event_name(event: api::Event) -> &'static str {
     use api::Event as E;
     match event {
@@ -586,6 +641,39 @@ pub fn event_name(event: api::Event) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_state_is_split_into_synchronize_messages_under_the_limit() {
+        let pod = |n: usize| {
+            let mut p = api::PodSandbox::new();
+            p.id = format!("pod-{n}");
+            p.annotations.insert("big".into(), "x".repeat(1000));
+            p
+        };
+        let container = |n: usize| {
+            let mut c = api::Container::new();
+            c.id = format!("ctr-{n}");
+            c.args = vec!["y".repeat(500)];
+            c
+        };
+        let messages = sync_messages(
+            (0..10).map(pod).collect(),
+            (0..10).map(container).collect(),
+            4000,
+        );
+        assert!(messages.len() > 1);
+        let pods: usize = messages.iter().map(|m| m.pods.len()).sum();
+        let containers: usize = messages.iter().map(|m| m.containers.len()).sum();
+        assert_eq!((pods, containers), (10, 10));
+        for (i, m) in messages.iter().enumerate() {
+            assert!(m.compute_size() <= 4000 + 6, "message {i}");
+            assert_eq!(m.more, i + 1 < messages.len());
+        }
+        // Nothing to send is still one message, the last.
+        let empty = sync_messages(Vec::new(), Vec::new(), 4000);
+        assert_eq!(empty.len(), 1);
+        assert!(!empty[0].more);
+    }
 
     #[test]
     fn plugin_names_are_index_dash_name() {

@@ -58,6 +58,8 @@ struct Side {
     script: Script,
     log: Arc<Mutex<Vec<String>>>,
     synced: Synced,
+    /// What Synchronize messages with `more` brought so far.
+    partial: Mutex<(Vec<api::PodSandbox>, Vec<api::Container>)>,
 }
 
 impl Side {
@@ -112,8 +114,18 @@ impl nri_ttrpc::Plugin for Side {
             req.pods.len(),
             req.containers.len()
         ));
-        *self.synced.lock().unwrap() = Some((req.pods, req.containers));
-        Ok(api::SynchronizeResponse::new())
+        // A state split over several messages: `more` on all but the last,
+        // answered with `more` and no updates until then.
+        let mut partial = self.partial.lock().unwrap();
+        partial.0.extend(req.pods);
+        partial.1.extend(req.containers);
+        let mut r = api::SynchronizeResponse::new();
+        if req.more {
+            r.more = true;
+        } else {
+            *self.synced.lock().unwrap() = Some(std::mem::take(&mut *partial));
+        }
+        Ok(r)
     }
 
     async fn validate_container_adjustment(
@@ -289,12 +301,18 @@ pub struct TestPlugin {
 
 impl TestPlugin {
     /// Connects to `socket`, registers, and waits until the runtime has
-    /// synchronized it.
+    /// synchronized it (all of its Synchronize messages).
     pub async fn connect(socket: &Path, script: Script) -> TestPlugin {
         let plugin = TestPlugin::connect_only(socket, script).await;
-        plugin
-            .wait_for("Synchronize", Duration::from_secs(10))
-            .await;
+        let deadline = Instant::now() + super::patience(Duration::from_secs(10));
+        while plugin.synced.lock().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "not synchronized; got {:?}",
+                plugin.events()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         plugin
     }
 
@@ -322,6 +340,7 @@ impl TestPlugin {
             script,
             log: log.clone(),
             synced: synced.clone(),
+            partial: Mutex::default(),
         });
         let one =
             futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(plugin_conn)));
