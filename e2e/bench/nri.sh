@@ -5,10 +5,10 @@
 # blocks without and with the plugin), on one criusd with NRI on. The same
 # client drives both sides (crius-e2e bench-nri, with the tests' plugin).
 # containerd 1.6 has no NRI of this version, so there is no peer column.
-#   e2e/bench/nri.sh [RUNS]      (default 30)
+#   e2e/bench/nri.sh [RUNS]      (default 60)
 cd "$(dirname "$0")/../.."
 . e2e/bench/lib.sh
-runs=${1:-30}
+runs=${1:-60}
 bench_setup
 "$BIN/crius-e2e" push-images --registry "$REG" --out "$WORK/images.json" >/dev/null
 mkdir -p "$WORK/nri/plugins" "$WORK/nri/conf"

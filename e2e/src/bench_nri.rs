@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 /// Blocks each side gets; runs are split among them.
-const BLOCKS: usize = 3;
+const BLOCKS: usize = 5;
 const CALLS: [&str; 3] = ["run_pod_sandbox", "create_container", "start_container"];
 
 pub struct Options {

@@ -51,6 +51,41 @@ impl Nri {
             .unwrap_or(Ok(()))
     }
 
+    /// An event whose answer nothing waits for (the Post* events): the
+    /// plugin list is locked before this returns, so the event reaches
+    /// plugins before any later one, and it goes out in the background
+    /// while the CRI call answers.
+    fn post_event(&self, event: Event, pod: &api::PodSandbox, container: Option<api::Container>) {
+        let Some(handle) = self.handle.get() else {
+            return;
+        };
+        let Some(plugins) = self.block_on(self.plugins.clone().lock_owned()) else {
+            return;
+        };
+        let pod = pod.clone();
+        handle.spawn(async move {
+            for p in plugins.iter() {
+                if let Err(e) = p.notify(event, &pod, container.as_ref()).await {
+                    let id = container.as_ref().map_or(&pod.id, |c| &c.id);
+                    tracing::warn!(id, error = %e, "NRI {}", super::plugin::event_name(event));
+                }
+            }
+        });
+    }
+
+    fn post_container_event(
+        &self,
+        event: Event,
+        pod: Option<&SandboxRecord>,
+        container: &ContainerRecord,
+    ) {
+        if !self.active() {
+            return;
+        }
+        let pod = pod.map(convert::pod).unwrap_or_default();
+        self.post_event(event, &pod, Some(convert::container(container)));
+    }
+
     fn logged(what: &str, id: &str, result: Result<(), NriError>) {
         if let Err(e) = result {
             tracing::warn!(id, error = %e, "NRI {what}");
@@ -91,11 +126,9 @@ impl Nri {
     }
 
     pub fn post_update_pod_sandbox(&self, pod: &SandboxRecord) {
-        Self::logged(
-            "PostUpdatePodSandbox",
-            &pod.id,
-            self.pod_event(Event::POST_UPDATE_POD_SANDBOX, pod),
-        );
+        if self.active() {
+            self.post_event(Event::POST_UPDATE_POD_SANDBOX, &convert::pod(pod), None);
+        }
     }
 
     pub fn stop_pod_sandbox(&self, pod: &SandboxRecord) {
@@ -199,11 +232,7 @@ impl Nri {
     }
 
     pub fn post_create_container(&self, pod: &SandboxRecord, container: &ContainerRecord) {
-        Self::logged(
-            "PostCreateContainer",
-            &container.id,
-            self.container_event(Event::POST_CREATE_CONTAINER, Some(pod), container),
-        );
+        self.post_container_event(Event::POST_CREATE_CONTAINER, Some(pod), container);
     }
 
     /// Before the container starts; an error fails StartContainer.
@@ -216,11 +245,7 @@ impl Nri {
     }
 
     pub fn post_start_container(&self, pod: Option<&SandboxRecord>, container: &ContainerRecord) {
-        Self::logged(
-            "PostStartContainer",
-            &container.id,
-            self.container_event(Event::POST_START_CONTAINER, pod, container),
-        );
+        self.post_container_event(Event::POST_START_CONTAINER, pod, container);
     }
 
     /// Before new resources are applied: the resources as plugins left
@@ -261,11 +286,7 @@ impl Nri {
     }
 
     pub fn post_update_container(&self, pod: Option<&SandboxRecord>, container: &ContainerRecord) {
-        Self::logged(
-            "PostUpdateContainer",
-            &container.id,
-            self.container_event(Event::POST_UPDATE_CONTAINER, pod, container),
-        );
+        self.post_container_event(Event::POST_UPDATE_CONTAINER, pod, container);
     }
 
     async fn stop_all(

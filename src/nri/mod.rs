@@ -84,7 +84,7 @@ pub struct Nri {
     settings: Settings,
     /// Connected, synchronized plugins in index order. Held for a whole
     /// event, so plugins see events one at a time and in order.
-    plugins: tokio::sync::Mutex<Vec<Arc<Plugin>>>,
+    plugins: Arc<tokio::sync::Mutex<Vec<Arc<Plugin>>>>,
     /// How many plugins are in `plugins`: the fast path when none is.
     count: AtomicUsize,
     handle: OnceLock<tokio::runtime::Handle>,
@@ -108,7 +108,7 @@ impl Nri {
                 request_timeout: std::time::Duration::from_millis(config.plugin_request_timeout_ms),
                 runtime_version: crate::VERSION.to_string(),
             },
-            plugins: tokio::sync::Mutex::new(Vec::new()),
+            plugins: Arc::new(tokio::sync::Mutex::new(Vec::new())),
             count: AtomicUsize::new(0),
             handle: OnceLock::new(),
             domain: OnceLock::new(),
