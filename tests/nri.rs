@@ -449,17 +449,20 @@ async fn a_validator_sees_owners_and_its_refusal_fails_the_create() {
         "{}",
         err.message()
     );
-    let listed = pod
-        .daemon
+    let listed = containers(&pod.daemon).await;
+    assert_eq!(listed.len(), 1, "only the allowed one: {listed:?}");
+    pod.remove_pod().await;
+}
+
+async fn containers(daemon: &Daemon) -> Vec<cri::Container> {
+    daemon
         .runtime()
         .await
         .list_containers(cri::ListContainersRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .containers;
-    assert_eq!(listed.len(), 1, "only the allowed one: {listed:?}");
-    pod.remove_pod().await;
+        .containers
 }
 
 fn event_mask(events: &[api::Event]) -> i32 {
@@ -517,15 +520,7 @@ async fn two_plugins_setting_one_annotation_conflict_and_nothing_is_left() {
             "{events:?}"
         );
     }
-    let listed = pod
-        .daemon
-        .runtime()
-        .await
-        .list_containers(cri::ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let listed = containers(&pod.daemon).await;
     assert!(listed.is_empty(), "{listed:?}");
     assert_eq!(
         std::fs::read_dir(pod.daemon.dir.join("state/containers"))

@@ -67,6 +67,18 @@ pub(crate) async fn run_pod(
     pod: cri::PodSandboxConfig,
     container: cri::ContainerConfig,
 ) -> anyhow::Result<String> {
+    Ok(run_pod_timed(rt, pod, container).await?.0)
+}
+
+/// `run_pod`, with the time of each call: RunPodSandbox, CreateContainer,
+/// StartContainer (ms).
+pub(crate) async fn run_pod_timed(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: cri::PodSandboxConfig,
+    container: cri::ContainerConfig,
+) -> anyhow::Result<(String, [f64; 3])> {
+    let ms = |since: Instant| since.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
     let pod_id = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod.clone()),
@@ -76,6 +88,8 @@ pub(crate) async fn run_pod(
         .context("RunPodSandbox")?
         .into_inner()
         .pod_sandbox_id;
+    let run = ms(started);
+    let started = Instant::now();
     let id = rt
         .create_container(cri::CreateContainerRequest {
             pod_sandbox_id: pod_id.clone(),
@@ -86,10 +100,12 @@ pub(crate) async fn run_pod(
         .context("CreateContainer")?
         .into_inner()
         .container_id;
+    let create = ms(started);
+    let started = Instant::now();
     rt.start_container(cri::StartContainerRequest { container_id: id })
         .await
         .context("StartContainer")?;
-    Ok(pod_id)
+    Ok((pod_id, [run, create, ms(started)]))
 }
 
 pub(crate) async fn remove_pods(

@@ -4,14 +4,10 @@
 //! plugin, in this process, on the daemon's NRI socket), alternating so
 //! that drift falls on both sides. Each call's share is shown too.
 
-use crate::bench::{client, container_config, pod_config, remove_pods};
+use crate::bench::{client, container_config, pod_config, remove_pods, run_pod_timed};
 use crate::nri_plugin::{Script, TestPlugin};
-use anyhow::Context;
-use crius::cri;
-use crius::cri::runtime_service_client::RuntimeServiceClient;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use std::time::Duration;
 
 /// Blocks each side gets; runs are split among them.
 const BLOCKS: usize = 5;
@@ -23,47 +19,6 @@ pub struct Options {
     pub socket: PathBuf,
     pub runs: usize,
     pub log_dir: PathBuf,
-}
-
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1e3
-}
-
-/// One pod started, each call timed; answers the pod id and the times.
-async fn timed_pod(
-    rt: &mut RuntimeServiceClient<Channel>,
-    name: &str,
-    options: &Options,
-) -> anyhow::Result<(String, [f64; 3])> {
-    let pod = pod_config(name, &options.log_dir);
-    let started = Instant::now();
-    let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .context("RunPodSandbox")?
-        .into_inner()
-        .pod_sandbox_id;
-    let run = ms(started);
-    let started = Instant::now();
-    let id = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.clone(),
-            config: Some(container_config(&options.image)),
-            sandbox_config: Some(pod),
-        })
-        .await
-        .context("CreateContainer")?
-        .into_inner()
-        .container_id;
-    let create = ms(started);
-    let started = Instant::now();
-    rt.start_container(cri::StartContainerRequest { container_id: id })
-        .await
-        .context("StartContainer")?;
-    Ok((pod_id, [run, create, ms(started)]))
 }
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -85,7 +40,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         };
         let mut ids = Vec::new();
         for i in 0..per_block {
-            let (id, calls) = timed_pod(&mut rt, &format!("nri-{block}-{i}"), &options).await?;
+            let pod = pod_config(&format!("nri-{block}-{i}"), &options.log_dir);
+            let (id, calls) = run_pod_timed(&mut rt, pod, container_config(&options.image)).await?;
             ids.push(id);
             times[with][0].push(calls.iter().sum());
             for (c, t) in calls.iter().enumerate() {
