@@ -605,6 +605,12 @@ async fn a_v011_plugin_gets_events_through_state_change() {
     let pod = Pod::new_on(daemon, json!({})).await;
     let id = pod.create("old", sleeper()).await.unwrap();
     pod.start(&id).await.unwrap();
+    plugin
+        .wait_for(
+            "StateChange:POST_START_CONTAINER old",
+            Duration::from_secs(2),
+        )
+        .await;
     let events = plugin.events();
     let pod_name = pod.config.metadata.as_ref().unwrap().name.clone();
     for expected in [
@@ -711,6 +717,13 @@ async fn update_answers_and_unsolicited_updates_reach_the_container() {
         .await
         .unwrap();
     let pod_name = pod.config.metadata.as_ref().unwrap().name.clone();
+    // Post* events are delivered after the call answers.
+    plugin
+        .wait_for(
+            &format!("PostUpdatePodSandbox {pod_name}"),
+            Duration::from_secs(2),
+        )
+        .await;
     let events = plugin.events();
     let tail: Vec<&str> = events
         .iter()
