@@ -122,7 +122,7 @@ boot() {
     local accel=()
     case ${ACCEL:-tcg} in
     kvm) accel=(-accel kvm -cpu host,-arch-capabilities) ;;
-    tcg) accel=(-accel tcg,thread=multi,tb-size=1024 -cpu max) ;;
+    tcg) accel=(-accel tcg,thread=multi,tb-size=1024 -cpu "${CPU:-max}") ;;
     esac
     # A copy-on-write overlay per boot: every run starts from the built guest.
     rm -f "$dir/run.qcow2"

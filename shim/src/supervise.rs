@@ -48,6 +48,11 @@ pub struct Supervisor {
     oom: Option<OomWatch>,
     /// OOM kills counted by `oom` before its cgroup went away.
     oom_kills: u64,
+    /// Whether the cgroup was gone when init's exit was reaped.
+    oom_lost: bool,
+    /// The parent cgroup's `memory.events` and its OOM kills when the
+    /// container started: v2 counts a child's kills in its parents too.
+    parent_oom: Option<(OomWatch, u64)>,
 }
 
 /// cgroup v2's `memory.events`, watched while the container runs: with the
@@ -116,6 +121,13 @@ impl Supervisor {
         let control = UnixListener::bind(path)?;
         control.set_nonblocking(true)?;
         let oom = config.oom_file.as_deref().and_then(OomWatch::open);
+        let parent_oom = config
+            .oom_file
+            .as_deref()
+            .filter(|_| oom.is_some())
+            .and_then(|f| OomWatch::open(&f.parent()?.parent()?.join("memory.events")))
+            .and_then(|w| Some((w.read().ok()??, w)))
+            .map(|(n, w)| (w, n));
         Ok(Supervisor {
             dir: dir.to_path_buf(),
             config,
@@ -133,6 +145,8 @@ impl Supervisor {
             exited: None,
             oom,
             oom_kills: 0,
+            oom_lost: false,
+            parent_oom,
         })
     }
 
@@ -216,6 +230,9 @@ impl Supervisor {
             if pid == self.init_pid && self.exited.is_none() {
                 self.exited = Some((status, sys::now_nanos(), Instant::now()));
                 self.read_oom();
+                // The count at exit includes any kill of init: gone already,
+                // it is lost.
+                self.oom_lost = self.oom.is_none();
             }
         }
     }
@@ -224,7 +241,16 @@ impl Supervisor {
     /// the cgroup is gone.
     fn read_oom(&mut self) {
         match self.oom.as_ref().map(OomWatch::read) {
-            Some(Ok(kills)) => self.oom_kills = self.oom_kills.max(kills.unwrap_or(0)),
+            Some(Ok(kills)) => {
+                self.oom_kills = self.oom_kills.max(kills.unwrap_or(0));
+                // Kills the parent counted so far are not this container's
+                // unless its own count says so.
+                if let Some((watch, before)) = &mut self.parent_oom
+                    && let Ok(Some(n)) = watch.read()
+                {
+                    *before = n;
+                }
+            }
             Some(Err(_)) => self.oom = None,
             None => {}
         }
@@ -445,6 +471,18 @@ impl Supervisor {
         }
     }
 
+    /// With the systemd driver the container's scope can go (and its
+    /// `memory.events` with it) between the kernel's OOM kill and the
+    /// shim's read of the count (the kernel spaces its change
+    /// notifications 10 ms apart). A SIGKILLed init whose count was lost
+    /// then is taken as OOM-killed when its parent (the pod's slice)
+    /// counted a kill since the container's own count was last read.
+    fn parent_counted_a_kill(&self) -> bool {
+        self.parent_oom
+            .as_ref()
+            .is_some_and(|(watch, before)| watch.read().ok().flatten().is_some_and(|n| n > *before))
+    }
+
     /// Flushes the log and writes the exit record, the last thing the shim
     /// does.
     fn finish(mut self) {
@@ -462,7 +500,8 @@ impl Supervisor {
                 .oom_file
                 .as_deref()
                 .and_then(oom_kills)
-                .is_some_and(|n| n > 0);
+                .is_some_and(|n| n > 0)
+            || (self.oom_lost && signal == Some(libc::SIGKILL) && self.parent_counted_a_kill());
         let record = ExitRecord {
             exit_code,
             signal,

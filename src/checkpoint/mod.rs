@@ -145,11 +145,12 @@ fn dump_into(dump: &Dump<'_>, work: &Path) -> Result<(), CheckpointError> {
     })?;
     if !output.status.success() {
         thaw(&dump.runtime, &record.id);
-        return Err(CheckpointError::Failed(format!(
-            "checkpoint of container {}: {}",
-            record.id,
-            runtime_failure(&output, work)
-        )));
+        let why = runtime_failure(&output, work);
+        let message = format!("checkpoint of container {}: {why}", record.id);
+        return Err(match node_limit(&why) {
+            Some(limit) => CheckpointError::Precondition(format!("{message}; {limit}")),
+            None => CheckpointError::Failed(message),
+        });
     }
 
     write_json(&work.join(SPEC_DUMP), &spec)?;
@@ -219,20 +220,44 @@ fn runtime_failure(output: &Output, work: &Path) -> String {
         .filter(|l| !l.trim().is_empty())
         .collect::<Vec<_>>()
         .join("; ");
-    let criu = std::fs::read_to_string(work.join(DUMP_LOG))
-        .ok()
-        .and_then(|log| {
-            // The first error is the cause; the last says "Dumping FAILED".
-            log.lines()
-                .find(|l| l.contains("Error") && !l.contains("Dumping FAILED"))
-                .or_else(|| log.lines().rev().find(|l| l.contains("Error")))
-                .map(str::to_string)
-        });
-    match criu {
-        Some(line) => format!("{said} (criu: {})", line.trim()),
+    match criu_error(&work.join(DUMP_LOG)) {
+        Some(line) => format!("{said} (criu: {line})"),
         None if said.is_empty() => format!("exited with {}", output.status),
         None => said,
     }
+}
+
+/// The cause criu logged (`dump.log`, `restore.log`): its first error; the
+/// last only says "Dumping FAILED" or "Restoring FAILED".
+pub fn criu_error(log: &Path) -> Option<String> {
+    let log = std::fs::read_to_string(log).ok()?;
+    log.lines()
+        .find(|l| l.contains("Error") && !l.contains("ing FAILED"))
+        .or_else(|| log.lines().rev().find(|l| l.contains("Error")))
+        .map(|l| l.trim().to_string())
+}
+
+/// Failures that come from what the node is, not from the request, with
+/// what lets the container be checkpointed anyway.
+fn node_limit(criu_said: &str) -> Option<String> {
+    // glibc 2.35 and later register a restartable-sequence area for every
+    // thread; criu reads it back with PTRACE_GET_RSEQ_CONFIGURATION, which
+    // Linux has only from 5.13.
+    criu_said.contains("has rseq but kernel lacks").then(|| {
+        format!(
+            "criu cannot dump a process using restartable sequences (rseq) on kernel {}, \
+             which lacks PTRACE_GET_RSEQ_CONFIGURATION (Linux 5.13 and later have it); \
+             a container started with GLIBC_TUNABLES=glibc.pthread.rseq=0 in its \
+             environment can be checkpointed here",
+            kernel_release()
+        )
+    })
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|_| "of this node".into())
 }
 
 /// A dump cut short may leave the container's cgroup frozen.
@@ -415,6 +440,18 @@ mod tests {
         ));
         let file = dir.path().join("c.tar");
         assert_eq!(check_location(file.to_str().unwrap()).unwrap(), file);
+    }
+
+    #[test]
+    fn a_kernel_without_rseq_dumps_is_named_with_the_way_around_it() {
+        let criu = "criu failed (criu: (00.64) Error (criu/cr-dump.c:203): 1208 has rseq but kernel lacks get_rseq_conf feature)";
+        let limit = node_limit(criu).unwrap();
+        assert!(limit.contains("rseq"), "{limit}");
+        assert!(
+            limit.contains("GLIBC_TUNABLES=glibc.pthread.rseq=0"),
+            "{limit}"
+        );
+        assert!(node_limit("criu failed (criu: Error: Can't dump ghost file)").is_none());
     }
 
     #[test]

@@ -291,7 +291,10 @@ impl Containers {
         let started = shim::spawn(&record.dir, &self.shim_config(record, Some(restore))).map_err(
             |reason| ContainerError::Runtime {
                 id: record.id.clone(),
-                reason: format!("restoring from its checkpoint: {reason}"),
+                reason: match crate::checkpoint::criu_error(&from.join("restore.log")) {
+                    Some(criu) => format!("restoring from its checkpoint: {reason} (criu: {criu})"),
+                    None => format!("restoring from its checkpoint: {reason}"),
+                },
             },
         )?;
         self.update(&record.id, |r| {
