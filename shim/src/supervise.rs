@@ -471,16 +471,11 @@ impl Supervisor {
         }
     }
 
-    /// With the systemd driver the container's scope can go (and its
-    /// `memory.events` with it) between the kernel's OOM kill and the
-    /// shim's read of the count (the kernel spaces its change
-    /// notifications 10 ms apart). A SIGKILLed init whose count was lost
-    /// then is taken as OOM-killed when its parent (the pod's slice)
-    /// counted a kill since the container's own count was last read.
-    fn parent_counted_a_kill(&self) -> bool {
-        self.parent_oom
-            .as_ref()
-            .is_some_and(|(watch, before)| watch.read().ok().flatten().is_some_and(|n| n > *before))
+    /// The pod slice's OOM kills: when the container's own count was last
+    /// read, and now.
+    fn parent_kills(&self) -> Option<(u64, u64)> {
+        let (watch, before) = self.parent_oom.as_ref()?;
+        Some((*before, watch.read().ok()??))
     }
 
     /// Flushes the log and writes the exit record, the last thing the shim
@@ -494,14 +489,14 @@ impl Supervisor {
         let (status, finished_at, _) = self.exited.expect("finish after exit");
         let (exit_code, signal) = sys::decode_status(status);
         self.read_oom();
-        let oom_killed = self.oom_kills > 0
-            || self
-                .config
+        let own = self.oom_kills.max(
+            self.config
                 .oom_file
                 .as_deref()
                 .and_then(oom_kills)
-                .is_some_and(|n| n > 0)
-            || (self.oom_lost && signal == Some(libc::SIGKILL) && self.parent_counted_a_kill());
+                .unwrap_or(0),
+        );
+        let oom_killed = oom_killed(own, self.oom_lost, signal, self.parent_kills());
         let record = ExitRecord {
             exit_code,
             signal,
@@ -514,6 +509,24 @@ impl Supervisor {
         }
         let _ = std::fs::remove_file(&self.config.control_socket);
     }
+}
+
+/// Whether init was OOM-killed: its cgroup counted a kill; or, with the
+/// systemd driver, the scope (and its `memory.events`) went between the
+/// kernel's kill and the shim's read (the kernel spaces change notifications
+/// 10 ms apart), init died of SIGKILL, and the pod's slice, whose count
+/// includes its children's, counted a kill since the container's own count
+/// was last read.
+fn oom_killed(
+    own_kills: u64,
+    lost_at_exit: bool,
+    signal: Option<i32>,
+    parent_kills: Option<(u64, u64)>,
+) -> bool {
+    own_kills > 0
+        || (lost_at_exit
+            && signal == Some(libc::SIGKILL)
+            && parent_kills.is_some_and(|(before, now)| now > before))
 }
 
 fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {
@@ -563,5 +576,28 @@ impl Attached {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oom_killed;
+
+    #[test]
+    fn an_oom_kill_is_the_containers_count_or_a_lost_count_and_its_pods() {
+        let kill = Some(libc::SIGKILL);
+        assert!(oom_killed(1, false, kill, None));
+        assert!(oom_killed(1, false, None, None));
+        assert!(
+            !oom_killed(0, false, kill, Some((0, 1))),
+            "counted 0 at exit"
+        );
+        assert!(oom_killed(0, true, kill, Some((2, 3))));
+        assert!(
+            !oom_killed(0, true, kill, Some((3, 3))),
+            "no kill in the pod"
+        );
+        assert!(!oom_killed(0, true, Some(libc::SIGTERM), Some((2, 3))));
+        assert!(!oom_killed(0, true, kill, None), "no pod count to go by");
     }
 }
