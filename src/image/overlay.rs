@@ -12,7 +12,10 @@
 //! name short symlinks (`<rootfs>/l/<n>`, as Docker's overlay2 does) relative
 //! to a working directory that a forked child moves into before mount(2):
 //! the working directory is per process, and criusd's threads must keep
-//! theirs.
+//! theirs. Idmapped layers need the new API even there (the overlay is
+//! created under the pod root's fs ids), whose string values hold 255
+//! bytes: the layers go as short names in one `lowerdir`, created by a
+//! thread that unshares its working directory (up to 106 layers).
 
 use crate::idmap::{FsIds, check, cpath};
 use std::ffi::CString;
@@ -25,6 +28,27 @@ pub const MAX_LOWER_LAYERS: usize = 500;
 
 /// What mount(2) takes as options (one page, less a margin).
 const MAX_MOUNT_DATA: usize = 4000;
+
+/// The longest string value fsconfig() takes (256 bytes with its NUL).
+const MAX_FSCONFIG_VALUE: usize = 255;
+
+/// How many layers' short names fit in one fsconfig() value: 62 of one
+/// character, the rest of two, each with its colon.
+const MAX_SHORT_LAYERS: usize = 62 + (MAX_FSCONFIG_VALUE + 1 - 62 * 2) / 3;
+
+const SHORT_NAME_DIGITS: &[u8; 62] =
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
+/// Layer `n`'s short name: one character for the first 62, then two.
+fn short_name(n: usize) -> String {
+    let digit = |d: usize| SHORT_NAME_DIGITS[d % 62] as char;
+    if n < 62 {
+        digit(n).to_string()
+    } else {
+        let m = n - 62;
+        [digit(m / 62), digit(m)].iter().collect()
+    }
+}
 
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
@@ -67,28 +91,60 @@ impl Overlay<'_> {
         one_by_one: bool,
     ) -> std::io::Result<()> {
         let fs = fsopen()?;
+        let writable = || -> std::io::Result<()> {
+            if let Some((upper, work)) = self.writable {
+                fs.set("upperdir", upper).map_err(|e| step(upper, e))?;
+                fs.set("workdir", work).map_err(|e| step(work, e))?;
+            }
+            Ok(())
+        };
         if one_by_one {
             for layer in self.lower {
                 fs.set("lowerdir+", layer).map_err(|e| step(layer, e))?;
             }
-        } else {
-            let joined: Vec<String> = self.lower.iter().map(|l| l.display().to_string()).collect();
-            let joined = joined.join(":");
-            if joined.len() > MAX_MOUNT_DATA {
-                return Err(std::io::Error::other(format!(
-                    "{} idmapped lower layers do not fit in one option on this kernel (no lowerdir+)",
-                    self.lower.len()
-                )));
-            }
-            fs.set("lowerdir", Path::new(&joined))
+            writable()?;
+            fs.create(creator)?;
+            return fs.move_to(merged);
+        }
+        // One value of at most 255 bytes: the layers by short names, which
+        // overlayfs resolves when it is given them (6.5 and later) or when
+        // it is created (before): both in a thread whose working directory
+        // is the links dir.
+        let short = self.short_names()?.join(":");
+        if short.len() > MAX_FSCONFIG_VALUE {
+            return Err(std::io::Error::other(format!(
+                "{} lower layers do not fit in one overlay option on this kernel \
+                 (it has no lowerdir+, which Linux 6.8 added): at most {MAX_SHORT_LAYERS}",
+                self.lower.len()
+            )));
+        }
+        in_dir(self.links, || {
+            fs.set("lowerdir", Path::new(&short))
                 .map_err(|e| std::io::Error::new(e.kind(), format!("lowerdir: {e}")))?;
+            writable()?;
+            fs.create(creator)
+        })?;
+        fs.move_to(merged)
+    }
+
+    /// Short symlinks to the layers in the links dir, by their names.
+    fn short_names(&self) -> std::io::Result<Vec<String>> {
+        std::fs::create_dir_all(self.links)?;
+        let mut short = Vec::with_capacity(self.lower.len());
+        for (n, layer) in self.lower.iter().enumerate() {
+            let name = short_name(n);
+            let link = self.links.join(&name);
+            match std::fs::read_link(&link) {
+                Ok(target) if target == *layer => {}
+                Ok(_) => {
+                    std::fs::remove_file(&link)?;
+                    std::os::unix::fs::symlink(layer, &link)?;
+                }
+                Err(_) => std::os::unix::fs::symlink(layer, &link)?,
+            }
+            short.push(name);
         }
-        if let Some((upper, work)) = self.writable {
-            fs.set("upperdir", upper).map_err(|e| step(upper, e))?;
-            fs.set("workdir", work).map_err(|e| step(work, e))?;
-        }
-        let _ids = creator.map(FsIds::switch);
-        fs.create_and_move(merged)
+        Ok(short)
     }
 
     /// mount(2), through short relative names when full paths do not fit.
@@ -104,21 +160,7 @@ impl Overlay<'_> {
         if data.len() <= MAX_MOUNT_DATA {
             return mount2(merged, &data, None);
         }
-        std::fs::create_dir_all(self.links)?;
-        let mut short = Vec::with_capacity(self.lower.len());
-        for (n, layer) in self.lower.iter().enumerate() {
-            let link = self.links.join(n.to_string());
-            match std::fs::read_link(&link) {
-                Ok(target) if target == *layer => {}
-                Ok(_) => {
-                    std::fs::remove_file(&link)?;
-                    std::os::unix::fs::symlink(layer, &link)?;
-                }
-                Err(_) => std::os::unix::fs::symlink(layer, &link)?,
-            }
-            short.push(n.to_string());
-        }
-        let data = format!("lowerdir={}{tail}", short.join(":"));
+        let data = format!("lowerdir={}{tail}", self.short_names()?.join(":"));
         if data.len() > MAX_MOUNT_DATA {
             return Err(std::io::Error::other(format!(
                 "overlay options for {} layers do not fit in one page",
@@ -180,19 +222,29 @@ impl FsContext {
         .map(drop)
     }
 
-    fn create_and_move(self, target: &Path) -> std::io::Result<()> {
-        let target = cpath(target)?;
-        // SAFETY: raw syscalls with fds we own and NUL-terminated paths.
-        unsafe {
-            check(libc::syscall(
+    /// FSCONFIG_CMD_CREATE under the creator's fs ids (the calling
+    /// thread's).
+    fn create(&self, creator: Option<(u32, u32)>) -> std::io::Result<()> {
+        let _ids = creator.map(FsIds::switch);
+        // SAFETY: an fd we own; no strings.
+        check(unsafe {
+            libc::syscall(
                 libc::SYS_fsconfig,
                 self.0.as_raw_fd(),
                 FSCONFIG_CMD_CREATE,
                 std::ptr::null::<libc::c_char>(),
                 std::ptr::null::<libc::c_char>(),
                 0,
-            ))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("creating the overlay: {e}")))?;
+            )
+        })
+        .map(drop)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating the overlay: {e}")))
+    }
+
+    fn move_to(self, target: &Path) -> std::io::Result<()> {
+        let target = cpath(target)?;
+        // SAFETY: raw syscalls with fds we own and NUL-terminated paths.
+        unsafe {
             let mnt = check(libc::syscall(libc::SYS_fsmount, self.0.as_raw_fd(), 1, 0))?;
             let mnt = OwnedFd::from_raw_fd(mnt as i32);
             check(libc::syscall(
@@ -206,6 +258,24 @@ impl FsContext {
         }
         Ok(())
     }
+}
+
+/// Runs `f` in a thread of its own whose working directory is `dir`:
+/// criusd's other threads keep theirs.
+fn in_dir<T: Send>(
+    dir: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshares this thread's fs struct (root, cwd, umask) only.
+            check(unsafe { libc::unshare(libc::CLONE_FS) } as libc::c_long)?;
+            std::env::set_current_dir(dir)?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the mounting thread panicked")))
+    })
 }
 
 /// mount(2) of an overlay with `data`; with `cwd`, in a forked child that
@@ -310,7 +380,15 @@ mod tests {
                 "mount" => overlay.mount(&merged, None).unwrap(),
                 "mount(2)" => overlay.mount_legacy(&merged).unwrap(),
                 // What idmapped layers use where the kernel lacks lowerdir+.
-                _ if count > 40 => continue,
+                _ if count > MAX_SHORT_LAYERS => {
+                    let e = overlay.mount_fsconfig(&merged, None, false).unwrap_err();
+                    assert!(
+                        e.to_string()
+                            .contains(&format!("at most {MAX_SHORT_LAYERS}")),
+                        "{e}"
+                    );
+                    continue;
+                }
                 _ => overlay.mount_fsconfig(&merged, None, false).unwrap(),
             }
             check_merged(&merged, count);
@@ -335,8 +413,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_layers_mount_every_way() {
+        mount_both_ways(100);
+    }
+
+    /// Four long layer paths overflow one fsconfig() value (255 bytes).
+    #[test]
     fn few_layers_mount_both_ways() {
-        mount_both_ways(2);
+        mount_both_ways(4);
+    }
+
+    #[test]
+    fn short_names_are_unique_and_short() {
+        let names: Vec<String> = (0..MAX_SHORT_LAYERS).map(short_name).collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!((names[0].as_str(), names[61].as_str()), ("0", "Z"));
+        assert_eq!((names[62].as_str(), names[104].as_str()), ("00", "0G"));
+        assert!(names.join(":").len() <= MAX_FSCONFIG_VALUE);
+        assert!(names.iter().all(|n| !n.contains([':', ','])));
     }
 
     #[test]
