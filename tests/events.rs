@@ -144,8 +144,14 @@ async fn exits_after_a_restart_are_reported() {
     let _cleanup = common::CleanupGuard(dir.path().to_path_buf());
     let daemon = common::Daemon::start_in(dir.path(), &[]);
     let mut pod = Pod::new_on(daemon, json!({})).await;
+    // It must outlive the restart and the subscription (slower under
+    // emulation): an exit found while criusd recovers has no subscriber.
+    let life = common::patience(Duration::from_secs(3)).as_secs();
     let later = pod
-        .run("later", json!({"command": ["sh", "-c", "sleep 3; exit 7"]}))
+        .run(
+            "later",
+            json!({"command": ["sh", "-c", format!("sleep {life}; exit 7")]}),
+        )
         .await;
     pod.daemon.stop_with(nix::sys::signal::Signal::SIGKILL);
     pod.daemon = common::Daemon::start_in(dir.path(), &[]);

@@ -208,7 +208,7 @@ async fn a_client_that_vanishes_leaves_no_process() {
         let (_, out, _) = pod.exec(id, &["ps"]).await;
         out.contains("sleep 1234")
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(10));
     while !running(&pod, &id).await {
         assert!(
             std::time::Instant::now() < deadline,
@@ -217,7 +217,7 @@ async fn a_client_that_vanishes_leaves_no_process() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(conn);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(10));
     while running(&pod, &id).await {
         assert!(
             std::time::Instant::now() < deadline,
