@@ -14,7 +14,8 @@
 # GUEST: debian12 (kernel 6.1, systemd 252) or kernel510 (Debian 12's userland
 # on Debian 11's kernel 5.10). Packages come from the mirrors in the host's own
 # apt sources. /dev/kvm is used when ACCEL=kvm (some hosts have a paravirtual
-# KVM that cannot boot Debian's kernel); TCG otherwise.
+# KVM that cannot boot Debian's kernel); TCG otherwise, with CPU=model (qemu's
+# -cpu; default max).
 set -euo pipefail
 
 guest=${1:?guest: debian12 or kernel510}; cmd=${2:?command}; shift 2
