@@ -81,10 +81,21 @@ else
     done
     step crictl env CRIUS_BIN="$bin" crictl-tests/run.sh
 fi
+# critest, where one spec cannot pass offline: it pulls upstream's image by
+# upstream's digest, which no image rebuilt here has (e2e/conformance/images.sh).
+# Any other failure fails the step.
+critest_offline() {
+    local status=0 failures
+    "$@" || status=$?
+    [ "$status" -ne 0 ] || return 0
+    failures=$(grep '^FAIL ' "$logs/critest.log" | grep -v 'public image with digest should be pulled and removed')
+    [ -z "$failures" ] && grep -q '^critest: .* 1 failed' "$logs/critest.log" || return "$status"
+    echo "critest: only the digest-pinned spec failed, as it must offline"
+}
 if [ -n "${CRITEST:-}" ]; then
     # Its registry takes a free port of its own: the test images' one is
     # still served.
-    step critest env -u CRIUS_E2E_REGISTRY CONFORMANCE_BIN="$bin" CONFORMANCE_OUT="$logs/conformance" \
+    step critest critest_offline env -u CRIUS_E2E_REGISTRY CONFORMANCE_BIN="$bin" CONFORMANCE_OUT="$logs/conformance" \
         CONFORMANCE_REGISTRY_STORAGE="$work/conformance-registry/storage" CRITEST="$CRITEST" \
         e2e/conformance/run.sh
     grep '^critest:' "$logs/critest.log" | tail -1 | sed 's/^/     /'
