@@ -51,7 +51,8 @@ pub struct Supervisor {
     /// Whether the cgroup was gone when init's exit was reaped.
     oom_lost: bool,
     /// The parent cgroup's `memory.events` and its OOM kills when the
-    /// container started: v2 counts a child's kills in its parents too.
+    /// container's own count was last read: v2 counts a child's kills in
+    /// its parents too.
     parent_oom: Option<(OomWatch, u64)>,
 }
 
